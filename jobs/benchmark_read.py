@@ -1,0 +1,129 @@
+"""Benchmark: reading tiles through slidegrid vs a bare tiffslide loop; tissue masks and writing giant slides.
+
+    python jobs/benchmark_read.py [--size 100000x80000] [--quick]
+
+One run, one table:
+  (a) tiles/s reading 224-px tiles at 0.5 mpp through `Slide.read_region` vs a bare
+      `tiffslide.TiffSlide.read_region(as_array=True)` loop over the same tissue tiles of the large slide,
+      interleaved rounds so both see the same warm cache (target >= 0.9x);
+  (b) peak memory (and time) writing a synthetic slide of --size (tile by tile);
+  (c) time and peak memory of the tissue mask of that slide (target: a few seconds, < 1 GB).
+Each step runs in a fresh subprocess and reports its own peak RSS (ru_maxrss), so steps don't pollute each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import _bootstrap  # noqa: F401
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def step_write(path: str, w: int, h: int) -> dict:
+    """Write a synthetic slide of w x h pixels."""
+    from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+
+    t0 = time.perf_counter()
+    write_synthetic_slide(path, SyntheticSpec(width=w, height=h, seed=1, n_tumours=2))
+    return {"seconds": time.perf_counter() - t0}
+
+
+def step_tissue(path: str) -> dict:
+    """Tissue mask of the slide (reads only a small pyramid level)."""
+    from slidegrid.slides import open_slide
+    from slidegrid.tissue import tissue_mask
+
+    t0 = time.perf_counter()
+    with open_slide(path) as s:
+        m = tissue_mask(s)
+    return {"seconds": time.perf_counter() - t0, "fraction": m.fraction, "mask": list(m.mask.shape)}
+
+
+def step_reads(path: str, n: int) -> dict:
+    """Same tiles, interleaved rounds: bare tiffslide loop vs Slide.read_region (best of 3 rounds each)."""
+    import tiffslide
+
+    from slidegrid.slides import open_slide
+    from slidegrid.tiling import GridSpec, tile_grid
+    from slidegrid.tissue import tissue_mask
+
+    with open_slide(path) as s:
+        grid = tile_grid(s.info.dimensions, s.mpp, GridSpec(mpp=0.5, tile_size=224), tissue_mask(s))
+    idx = np.random.default_rng(0).choice(len(grid), size=min(n, len(grid)), replace=False)
+    xs, ys = grid.x[idx].tolist(), grid.y[idx].tolist()
+    bare, ours = [], []
+    ts = tiffslide.TiffSlide(path)
+    slide = open_slide(path)
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for x, y in zip(xs, ys):
+            ts.read_region((x, y), 0, (224, 224), as_array=True)
+        bare.append(len(xs) / (time.perf_counter() - t0))
+        t0 = time.perf_counter()
+        for x, y in zip(xs, ys):
+            slide.read_region(x, y, 224, 224, 0.5)
+        ours.append(len(xs) / (time.perf_counter() - t0))
+    return {"bare": max(bare), "slidegrid": max(ours), "tiles": len(xs)}
+
+
+def _run(step: str, *args: str) -> dict:
+    # stderr passes through, so a failing step shows its traceback where the user looks.
+    out = subprocess.run([sys.executable, __file__, "--step", step, *args], stdout=subprocess.PIPE, text=True)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if out.returncode or not line:
+        raise SystemExit(f"benchmark step {step!r} failed (exit code {out.returncode}); see its output above")
+    return json.loads(line[7:])
+
+
+def main() -> None:
+    """Parse arguments, run each step in its own process, print the table."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", default="100000x80000", help="WxH of the large synthetic slide")
+    p.add_argument("--tiles", type=int, default=2000, help="tiles in the read comparison")
+    p.add_argument("--quick", action="store_true", help="small slide (smoke test)")
+    p.add_argument("--step", default=None, help=argparse.SUPPRESS)
+    p.add_argument("args", nargs="*", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.step:
+        fn = {"write": lambda: step_write(a.args[0], int(a.args[1]), int(a.args[2])),
+              "tissue": lambda: step_tissue(a.args[0]), "reads": lambda: step_reads(a.args[0], int(a.args[1]))}
+        res = fn[a.step]()
+        res["peak_mb"] = _peak_mb()
+        print("RESULT " + json.dumps(res))
+        return
+    w, h = (4096, 3072) if a.quick else tuple(int(v) for v in a.size.lower().split("x"))
+    with tempfile.TemporaryDirectory() as d:
+        big = os.path.join(d, "big.tiff")
+        print(f"writing a {w}x{h} synthetic slide to {d} ...", flush=True)
+        wr = _run("write", big, str(w), str(h))
+        size_mb = os.path.getsize(big) / 1e6
+        print("tissue mask ...", flush=True)
+        ti = _run("tissue", big)
+        print("tile reads ...", flush=True)
+        rd = _run("reads", big, str(a.tiles))
+    print(f"\n{os.cpu_count()} cores; large slide {w}x{h} px ({w * h / 1e9:.1f} gigapixels, {size_mb:.0f} MB on disk)\n")
+    print("| measurement | slidegrid | baseline | ratio / target |")
+    print("|---|---|---|---|")
+    print(f"| 224-px tiles at 0.5 mpp, tiles/s ({rd['tiles']} tiles) | {rd['slidegrid']:.0f} | "
+          f"{rd['bare']:.0f} (bare tiffslide loop) | {rd['slidegrid'] / rd['bare']:.2f}x (target >= 0.9x) |")
+    print(f"| tissue mask of the large slide | {ti['seconds']:.1f} s, peak {ti['peak_mb']:.0f} MB | - | "
+          f"target: a few seconds, < 1024 MB |")
+    full_mb = w * h * 3 / 1e6
+    print(f"| writing the large slide (tiles + ground-truth masks) | {wr['seconds']:.0f} s, peak {wr['peak_mb']:.0f} MB "
+          f"| full RGB image: {full_mb:.0f} MB | {wr['peak_mb'] / full_mb:.1%} of the full image |")
+
+
+if __name__ == "__main__":
+    main()

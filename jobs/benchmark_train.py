@@ -1,0 +1,193 @@
+"""Benchmark: training throughput of the grid models (1 vs 2 Ray Train workers) and AUC by tumour size.
+
+    python jobs/benchmark_train.py [--quick] [--skip-auc] [--skip-throughput]
+
+(1) Throughput: grids/s (training steps over whole grids, or NIC crops) and peak memory per model, C = 512,
+    for grids of 100x100 and 400x400 cells with 1 and 2 Ray Train workers (`fit` on grid files of random
+    embeddings), and a single forward+backward of each model on a 1000x1000 grid in a subprocess with a time
+    limit (CPU-only here: what does not finish is reported as such).
+(2) Learning: the attention classifier on mean-rgb grids of a synthetic archive; held-out AUC of each tumour-
+    size bin against all held-out normal slides (as NIC's Fig. 6/8 report accuracy by lesion size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+import _bootstrap  # noqa: F401
+
+MODELS = {"attention": {"maps": 8}, "nic-cnn": {}, "ran-cnn": {}, "ran-lstm": {}}
+
+
+def _write_random_grids(root: str, n: int, side: int, c: int) -> str:
+    """n grid files of random fp16 embeddings (every cell kept) and a cohort with alternating labels."""
+    from slidegrid.grids import grid_table, grid_uri, write_grid
+
+    rows = []
+    rr, cc = (a.ravel() for a in np.meshgrid(np.arange(side), np.arange(side), indexing="ij"))
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sid = f"g{i}"
+        emb = rng.normal(size=(side * side, c)).astype(np.float16)
+        meta = {"slide_id": sid, "source_uri": "", "grid_shape": [side, side], "code_size": c, "n_tiles": side * side,
+                "target_mpp": 0.5, "stride": 224, "slide_mpp": 0.5, "slide_dimensions": [side * 224] * 2}
+        write_grid(grid_uri(os.path.join(root, "grids"), sid),
+                   grid_table(rr, cc, cc * 224, rr * 224, np.ones(side * side, np.float32), emb, meta))
+        rows.append({"slide_id": sid, "uri": f"{sid}.tiff", "label": i % 2, "fold": i % 4, "annotation": ""})
+    with open(os.path.join(root, "cohort.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def throughput_row(root: str, model: str, workers: int) -> dict:
+    """Train 2 epochs with Ray Train; grids/s from the workers' epoch timings."""
+    from slidegrid.train.config import build_train_config
+    from slidegrid.train.fit import fit
+
+    task = "segmentation" if model.startswith("ran-") else "classification"
+    cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": os.path.join(root, "cohort.csv"),
+                              "out": tempfile.mkdtemp(), "model": model, "task": task, "epochs": 2, "workers": workers,
+                              "val_fold": 0, "patience": 0, "crop": 64, "test_crops": 1, "subgrid": 8,
+                              "batch_size": 1, "model_kwargs": MODELS[model]})
+    result = fit(cfg, log_to_mlflow=False)
+    last = result.history[-1]
+    # Each of the W workers trains on its shard of the training grids in parallel during the epoch.
+    return {"grids_per_s": last["train_grids"] / last["epoch_seconds"]}
+
+
+def big_grid_row(model: str, side: int) -> dict:
+    """One forward+backward of a model on a side x side x 512 grid (single process)."""
+    import torch
+
+    from slidegrid.models import build_model
+
+    m = build_model(model, 512, 2, **MODELS[model])
+    x = torch.randn(1, 512, side, side)
+    t0 = time.perf_counter()
+    m(x, torch.ones(1, side, side, dtype=torch.bool)).float().sum().backward()
+    return {"seconds": time.perf_counter() - t0}
+
+
+def _sub(args: list[str], timeout: float) -> dict | None:
+    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
+    try:
+        out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout,
+                             env=env)
+    except subprocess.TimeoutExpired:
+        return None
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    return json.loads(line[7:]) if line else {"error": out.stderr.strip().splitlines()[-1:] or ["?"]}
+
+
+def auc_by_size(n_train: int, n_test: int) -> list[tuple[str, int, float]]:
+    """Train the attention classifier on a synthetic archive; held-out AUC per tumour-radius bin."""
+    from slidegrid import metrics
+    from slidegrid.encode import EncodeConfig, run_encode
+    from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+    from slidegrid.train.config import build_train_config
+    from slidegrid.train.fit import fit
+    from slidegrid.train.grid_data import GridCache, load_examples
+    from slidegrid.train.inference import predict_grid
+    from slidegrid.train.registry import load_checkpoint_model
+
+    root = tempfile.mkdtemp()
+    rows, radius = [], {}
+    rng = np.random.default_rng(0)
+    for i in range(n_train + n_test):
+        tumour = i % 2
+        r = float(rng.uniform(60, 400))
+        sid = f"s{i}"
+        truth = write_synthetic_slide(os.path.join(root, f"{sid}.tiff"), SyntheticSpec(
+            width=3072, height=2304, seed=500 + i, n_tumours=tumour, tumour_radius_um=(r, r), n_tissue_blobs=2))
+        radius[sid] = (truth.tumour_area_um2 / np.pi) ** 0.5 if tumour else 0.0
+        rows.append({"slide_id": sid, "uri": os.path.join(root, f"{sid}.tiff"), "label": tumour,
+                     "fold": 0 if i >= n_train else 1, "annotation": ""})
+    with open(os.path.join(root, "cohort.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    run_encode(EncodeConfig(input=os.path.join(root, "cohort.csv"), out=os.path.join(root, "grids"), tile_size=64,
+                            dtype="float32", mlflow=False, progress=False))
+    cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": os.path.join(root, "cohort.csv"),
+                              "out": os.path.join(root, "out"), "model": "attention", "epochs": 25, "workers": 2,
+                              "val_fold": 0, "optimizer": "adam", "lr": 0.01, "patience": 0,
+                              "model_kwargs": {"maps": 4}})
+    result = fit(cfg, log_to_mlflow=False)
+    model, _, _ = load_checkpoint_model(result.checkpoint_dir, cfg)
+    data = load_examples(cfg.grids, cfg.cohort, "classification")
+    _, test = data.split(0)
+    cache = GridCache()
+    import torch
+
+    scores = {e.slide_id: float(torch.softmax(predict_grid(model, "attention", *cache.get(e.grid)[:2], "cpu"), 0)[1])
+              for e in test}
+    labels = {e.slide_id: e.label for e in test}
+    normals = [s for s in scores if labels[s] == 0]
+    out = []
+    for name, lo, hi in (("< 100 µm", 0, 100), ("100-200 µm", 100, 200), ("> 200 µm", 200, 1e9)):
+        pos = [s for s in scores if labels[s] == 1 and lo <= radius[s] < hi]
+        if pos:
+            ids = pos + normals
+            out.append((name, len(pos), metrics.auc([labels[s] for s in ids], [scores[s] for s in ids])))
+    allpos = [s for s in scores if labels[s] == 1]
+    ids = allpos + normals
+    out.append(("all", len(allpos), metrics.auc([labels[s] for s in ids], [scores[s] for s in ids])))
+    return out
+
+
+def main() -> None:
+    """Run the parts asked for and print their tables."""
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--skip-auc", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--limit", type=float, default=120, help="seconds allowed per 1000x1000 row")
+    p.add_argument("--sides", type=int, nargs="+", default=[100, 400], help="grid sides of the throughput rows")
+    p.add_argument("--slides", type=int, default=40, help="train and held-out slides of the AUC part (each)")
+    p.add_argument("--row", nargs="+", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.row:
+        kind, model, *rest = a.row
+        res = throughput_row(rest[0], model, int(rest[1])) if kind == "train" else big_grid_row(model, int(rest[0]))
+        res["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print("RESULT " + json.dumps(res))
+        return
+    if not a.skip_throughput:
+        sides = [32] if a.quick else a.sides
+        print("| model | grid | workers | grids/s | peak driver RSS (MB) |")
+        print("|---|---|---|---|---|")
+        for side in sides:
+            root = _write_random_grids(tempfile.mkdtemp(), 8, side, 512)
+            for model in MODELS:
+                for workers in (1, 2):
+                    r = _sub(["--row", "train", model, root, str(workers)], timeout=900)
+                    cell = "timeout" if r is None else r.get("error") or f"{r['grids_per_s']:.2f}"
+                    mem = "" if not r or "peak_mb" not in r else f"{r['peak_mb']:.0f}"
+                    print(f"| {model} | {side}x{side} | {workers} | {cell} | {mem} |", flush=True)
+        for model in MODELS:
+            r = _sub(["--row", "big", model, "1000"], timeout=a.limit)
+            cell = f"> {a.limit:.0f} s (not finished)" if r is None else r.get("error") or \
+                f"{r['seconds']:.1f} s, peak {r['peak_mb']:.0f} MB"
+            print(f"| {model} | 1000x1000 | 1 (fwd+bwd, no Ray) | {cell} | |", flush=True)
+    if not a.skip_auc:
+        n = (8, 8) if a.quick else (a.slides, a.slides)
+        print("\n| tumour radius | tumour slides | held-out AUC vs all normal slides |")
+        print("|---|---|---|")
+        for name, k, auc in auc_by_size(*n):
+            print(f"| {name} | {k} | {auc:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

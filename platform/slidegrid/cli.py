@@ -1,0 +1,406 @@
+"""The `slidegrid` command: one subcommand per job, each a thin call into the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Callable
+
+from . import __version__
+from .errors import SlidegridError
+from .storage import parse_storage_options
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _add_storage(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--storage-options", metavar="JSON", default=None,
+                   help="fsspec options for remote URIs as JSON (default: AWS env/config, AWS_ENDPOINT_URL)")
+
+
+def _add_mpp_override(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mpp-override", type=float, default=None, metavar="MPP",
+                   help="level-0 µm/px for slides whose metadata lacks it or is implausible")
+
+
+# -- info ---------------------------------------------------------------------------------------
+
+def _info(args: argparse.Namespace) -> int:
+    from .slides import open_slide
+
+    with open_slide(args.uri, parse_storage_options(args.storage_options), args.mpp_override) as s:
+        info = s.info
+    if args.json:
+        print(json.dumps(info.to_dict(), indent=2))
+        return 0
+    mpp = f"{info.mpp_x:.4f} × {info.mpp_y:.4f} µm/px ({info.mpp_source})" if info.mpp_x else "unknown"
+    print(f"uri:        {info.uri}")
+    print(f"vendor:     {info.vendor or 'unknown'}")
+    print(f"dimensions: {info.dimensions[0]} × {info.dimensions[1]} px")
+    print(f"mpp:        {mpp}")
+    print(f"objective:  {info.objective_power or 'unknown'}")
+    print(f"file size:  {info.file_size} bytes")
+    print(f"levels:     {info.level_count}")
+    for lvl, (dims, ds) in enumerate(zip(info.level_dimensions, info.level_downsamples)):
+        print(f"  {lvl}: {dims[0]} × {dims[1]}  downsample {ds:.3f}")
+    for w in info.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    return 0
+
+
+def _register_info(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="print a slide's metadata (levels, mpp, vendor)",
+                       description="Open a slide (path, file://, s3://, any fsspec URL) and print its metadata.")
+    p.add_argument("uri", help="slide path or URI")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    _add_storage(p)
+    _add_mpp_override(p)
+    p.set_defaults(func=_info)
+
+
+# -- synth / tissue / tiles ---------------------------------------------------------------------
+
+def _synth(args: argparse.Namespace) -> int:
+    from .synthetic import synthesize_archive
+
+    cohort = synthesize_archive(args.outdir, n=args.n, size=args.size, seed=args.seed, mpp=args.mpp,
+                                tumour_rate=args.tumour_rate, progress=not args.no_progress)
+    print(f"wrote {args.n} slides and {cohort}")
+    return 0
+
+
+def _register_synth(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write synthetic H&E-like pyramidal slides with ground truth",
+                       description="Synthetic slides (tumour / normal), GeoJSON + PNG tumour masks, cohort.csv.")
+    p.add_argument("outdir", help="output folder")
+    p.add_argument("--n", type=int, default=8, help="number of slides")
+    p.add_argument("--size", type=int, default=4096, help="slide width in pixels (height is 3/4 of it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mpp", type=float, default=0.5, help="level-0 µm/px")
+    p.add_argument("--tumour-rate", type=float, default=0.5, help="fraction of slides with tumour")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_synth)
+
+
+def _tissue(args: argparse.Namespace) -> int:
+    from .archive import safe_slide_id
+    from .slides import open_slide
+    from .storage import join
+    from .tissue import TissueConfig, tissue_mask
+    from .viz import overlay, save_png
+
+    opts = parse_storage_options(args.storage_options)
+    with open_slide(args.uri, opts, args.mpp_override) as s:
+        mask = tissue_mask(s, TissueConfig(mpp=args.mpp))
+        thumb = s.thumbnail(mask.mpp)
+    sid = safe_slide_id(args.uri)
+    # --out may be a folder or an object-store prefix: save_png writes through storage.atomic_write.
+    save_png(mask.mask.astype("uint8") * 255, join(args.out, f"{sid}_tissue_mask.png"), opts)
+    save_png(overlay(thumb, mask.mask), join(args.out, f"{sid}_tissue_overlay.png"), opts)
+    print(f"tissue fraction: {mask.fraction:.3f} (mask {mask.mask.shape[1]}x{mask.mask.shape[0]} at "
+          f"{mask.mpp:g} µm/px) -> {args.out}")
+    return 0
+
+
+def _register_tissue(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tissue", help="tissue mask of a slide (mask PNG + overlay PNG)")
+    p.add_argument("uri", help="slide path or URI")
+    p.add_argument("--out", required=True, help="output folder (or object-store prefix)")
+    p.add_argument("--mpp", type=float, default=8.0, help="mask resolution in µm/px (default 8)")
+    _add_storage(p)
+    _add_mpp_override(p)
+    p.set_defaults(func=_tissue)
+
+
+def _tiles(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from .slides import open_slide
+    from .storage import atomic_write
+    from .tiling import GridSpec, tile_grid
+    from .tissue import tissue_mask
+
+    spec = GridSpec(mpp=args.mpp, tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue)
+    opts = parse_storage_options(args.storage_options)
+    with open_slide(args.uri, opts, args.mpp_override) as s:
+        grid = tile_grid(s.info.dimensions, s.mpp, spec, tissue_mask(s))
+    with atomic_write(args.out, opts) as f:
+        pq.write_table(grid.to_table(source_uri=args.uri), f)
+    print(f"{len(grid)} tiles kept on a {grid.shape[0]}x{grid.shape[1]} grid -> {args.out}")
+    return 0
+
+
+def _register_tiles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tiles", help="tile grid coordinates of a slide (Parquet)")
+    p.add_argument("uri", help="slide path or URI")
+    p.add_argument("--mpp", type=float, default=0.5, help="target µm/px")
+    p.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at --mpp")
+    p.add_argument("--stride", type=int, default=None, help="step in pixels at --mpp (default: tile size)")
+    p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue fraction of a kept tile")
+    p.add_argument("--out", required=True, help="Parquet file to write")
+    _add_storage(p)
+    _add_mpp_override(p)
+    p.set_defaults(func=_tiles)
+
+
+# -- encode / show ------------------------------------------------------------------------------
+
+def _encode(args: argparse.Namespace) -> int:
+    from .encode import EncodeConfig, exit_code, run_encode, summarize
+
+    config = EncodeConfig(
+        input=args.input, out=args.out, encoder=args.encoder, weights=args.weights, mpp=args.mpp,
+        tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp,
+        batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite, mpp_override=args.mpp_override,
+        storage_options=parse_storage_options(args.storage_options), actors=args.actors, amp=args.amp,
+        tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow, progress=not args.no_progress)
+    report = run_encode(config)
+    results = report.results
+    counts = summarize(results)
+    print(f"slides: {counts['ok']} ok ({counts['reused']} already done), {counts['failed']} failed, "
+          f"{counts['skipped_no_tissue']} without tissue")
+    print(f"this run: {report.tiles} tiles in {report.seconds:.1f} s ({report.tiles_per_s:.1f} tiles/s)")
+    for r in results:
+        if r.status == "failed":
+            print(f"failed: {r.slide_id}: {r.error}", file=sys.stderr)
+    print(f"grids: {args.out}  manifest: {args.out.rstrip('/')}/_manifest.parquet")
+    return exit_code(results)
+
+
+def add_encode_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of `slidegrid encode` (shared with jobs/encode.py)."""
+    p.add_argument("input", help="archive: folder, glob, s3://bucket/prefix, or cohort table (CSV/Parquet)")
+    p.add_argument("--out", required=True, help="grid store (local folder or s3:// prefix)")
+    p.add_argument("--encoder", default="mean-rgb", help="mean-rgb, timm:ARCH (e.g. timm:resnet34), or a "
+                   "registered encoder name")
+    p.add_argument("--weights", default=None, help="local checkpoint, MLflow model URI (models:/name/version), "
+                   "or 'random'; nothing is downloaded")
+    p.add_argument("--mpp", type=float, default=0.5, help="target µm/px of the tiles (default 0.5)")
+    p.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at --mpp (default 224)")
+    p.add_argument("--stride", type=int, default=None, help="grid step in pixels at --mpp (default: tile size)")
+    p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue fraction to keep a tile")
+    p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (µm/px)")
+    p.add_argument("--batch-size", type=int, default=64, help="tiles per encoder batch")
+    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding type")
+    p.add_argument("--actors", type=int, default=None, help="encoder actors (default: one per GPU, else 1)")
+    p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16", help="autocast on GPU")
+    p.add_argument("--overwrite", action="store_true", help="redo slides whose grids already exist")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+                   "else SQLite under --out)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_storage(p)
+    _add_mpp_override(p)
+
+
+def _register_encode(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encode", help="encode a slide archive into grids of tile embeddings (Ray Data)",
+                       description="Slides -> tissue -> tile grid -> decode -> encoder actors -> one Parquet "
+                       "grid per slide + _manifest.parquet. Re-running skips finished slides. Exit code: "
+                       "number of failed slides.")
+    add_encode_arguments(p)
+    p.set_defaults(func=_encode)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from .grids import read_grid
+    from .preview import grid_preview
+    from .viz import save_png
+
+    opts = parse_storage_options(args.storage_options)
+    grid = read_grid(args.grid, opts)
+    save_png(grid_preview(grid, opts, height=args.height), args.out)
+    h, w = grid.shape
+    print(f"{args.out}: {len(grid.row)} tiles on a {h}x{w} grid, C={grid.code_size}")
+    return 0
+
+
+def _register_show(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("show", help="render a grid (3 principal components as RGB) beside the slide thumbnail")
+    p.add_argument("grid", help="a grid file (<grids>/<slide_id>.parquet)")
+    p.add_argument("--out", required=True, help="PNG to write")
+    p.add_argument("--height", type=int, default=512, help="image height in pixels")
+    _add_storage(p)
+    p.set_defaults(func=_show)
+
+
+# -- train / tune / predict ---------------------------------------------------------------------
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of `slidegrid train` and `slidegrid tune` (shared with jobs/train.py, jobs/tune.py)."""
+    p.add_argument("--grids", required=True, help="grid store written by `slidegrid encode`")
+    p.add_argument("--cohort", required=True, help="cohort table (slide_id, uri, label/target/annotation, fold)")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, MLflow store, plots)")
+    p.add_argument("--model", default=None, help="attention | nic-cnn | ran-cnn | ran-lstm (default attention)")
+    p.add_argument("--task", default=None, help="classification | regression | segmentation")
+    p.add_argument("--config", default=None, help="YAML file of training options (epochs, lr, optimizer, ...)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--val-fold", type=int, default=None, help="cohort fold held out for validation")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default 1)")
+    p.add_argument("--gpus-per-worker", type=float, default=None)
+    p.add_argument("--storage", default=None, help="checkpoint storage (local path or s3://; default OUT/checkpoints)")
+    p.add_argument("--name", default=None, help="run name; the same name and storage resume a run")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
+    p.add_argument("--register-as", default=None, help="MLflow registered model name")
+    _add_storage(p)
+
+
+def _train_config(args: argparse.Namespace):
+    from .train.config import build_train_config
+
+    overrides = {k: getattr(args, k) for k in ("grids", "cohort", "out", "model", "task", "epochs", "lr",
+                                               "batch_size", "val_fold", "workers", "gpus_per_worker", "storage",
+                                               "name", "tracking_uri", "register_as")}
+    overrides["storage_options"] = parse_storage_options(args.storage_options) or None
+    return build_train_config(overrides, args.config)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train.fit import cross_validate, fit
+
+    cfg = _train_config(args)
+    if args.cv:
+        per_fold = cross_validate(cfg)
+        for fold, result in per_fold.items():
+            shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_")}
+            print(f"fold {fold}: {shown}  model: {result.model_uri}")
+        keys = [k for k in next(iter(per_fold.values())).metrics if k.startswith("val_")]
+        means = {k: round(sum(r.metrics[k] for r in per_fold.values()) / len(per_fold), 4) for k in keys}
+        print(f"{len(per_fold)}-fold cross-validation, mean: {means}")
+        return 0
+    result = fit(cfg)
+    shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val_", "train_loss"))}
+    print(f"trained {cfg.model} ({cfg.task}) for {len(result.history)} epochs: {shown}")
+    print(f"checkpoint: {result.checkpoint_dir}")
+    print(f"model: {result.model_uri}")
+    return 0
+
+
+def _register_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a whole-slide aggregator on grids (Ray Train, MLflow)",
+                       description="Train attention / NIC CNN / RAN models on grids with Ray Train; every run, "
+                       "metric, plot and model goes to MLflow.")
+    add_train_arguments(p)
+    p.add_argument("--cv", action="store_true", help="k-fold cross-validation: one run per value of the cohort's "
+                   "`fold` column, each holding that fold out")
+    p.set_defaults(func=_train)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from .train.sweep import load_space, tune_sweep
+
+    summary = tune_sweep(_train_config(args), load_space(args.space), args.trials, args.max_concurrent)
+    print(f"best {summary['metric']} = {summary['best_value']:.4f} with {summary['best_params']}")
+    print(f"best checkpoint: {summary['best_checkpoint']}")
+    print(f"saved: {args.out.rstrip('/')}/best.yaml; mlflow sweep run {summary['mlflow_run_id']}")
+    return 0
+
+
+def _register_tune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="sweep training hyperparameters (Ray Tune + ASHA)")
+    add_train_arguments(p)
+    p.add_argument("--space", required=True, help="search space YAML (params: {lr: {loguniform: [1e-4, 1e-2]}})")
+    p.add_argument("--trials", type=int, default=8, help="number of trials")
+    p.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
+    p.set_defaults(func=_tune)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .predict import predict
+
+    path = predict(args.grids, args.model, args.out, args.tracking_uri, not args.no_heatmaps,
+                   parse_storage_options(args.storage_options))
+    print(f"predictions: {path}")
+    return 0
+
+
+def _register_predict(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("predict", help="apply a trained aggregator to grids: predictions.csv + heatmaps")
+    p.add_argument("--grids", required=True, help="grid store")
+    p.add_argument("--model", required=True, help="MLflow model URI (models:/name/version or runs:/id/model)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI the model is registered in")
+    p.add_argument("--no-heatmaps", action="store_true", help="skip heatmap PNGs")
+    _add_storage(p)
+    p.set_defaults(func=_predict)
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import DemoConfig, run_demo
+
+    run_demo(DemoConfig(out=args.out, slides=args.slides, size=args.size, seed=args.seed, workers=args.workers,
+                        epochs=args.epochs))
+    return 0
+
+
+def _register_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="the whole flow on generated slides: synth -> tissue -> encode -> train",
+                       description="Synthesize a labelled archive, tissue masks, encode it with Ray Data, train "
+                       "the attention classifier with Ray Train, evaluate held-out slides, log to MLflow.")
+    p.add_argument("--out", default="slidegrid-demo", help="output folder (default ./slidegrid-demo)")
+    p.add_argument("--slides", type=int, default=24)
+    p.add_argument("--size", type=int, default=4096, help="slide width in pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
+    p.add_argument("--epochs", type=int, default=30)
+    p.set_defaults(func=_demo)
+
+
+# Each entry adds one subcommand; keep them in the order users meet them.
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _register_info,
+    _register_synth,
+    _register_tissue,
+    _register_tiles,
+    _register_encode,
+    _register_show,
+    _register_train,
+    _register_tune,
+    _register_predict,
+    _register_demo,
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (all subcommands)."""
+    parser = argparse.ArgumentParser(prog="slidegrid", description="Whole-slide images to grids of tile "
+                                     "embeddings, and models trained on them, on Ray.")
+    parser.add_argument("--version", action="version", version=f"slidegrid {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in REGISTRARS:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `slidegrid` console script; exit code 2 with one `error:` line on failure."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except SlidegridError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc.input}: {exc.reason}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc.filename or args.command}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,485 @@
+"""The encoding job: a slide archive → one grid of tile embeddings per slide, as one Ray Data stream.
+
+    slides ─► plan (tissue mask + tile grid, CPU task per slide) ─► read (decode tile runs, CPU tasks)
+           ─► encoder actor pool (GPU or CPU) ─► driver: assemble per slide ─► atomic grid file + manifest
+
+NIC §2 (papers/nic-neural-image-compression.txt) and the attention paper's "Grid-based Feature Extraction":
+a slide becomes an (H, W, C) grid whose cells keep their spatial arrangement. Slides are independent units:
+each is written whole, atomically, and skipped on re-run when a grid with the same settings hash exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from .archive import SlideRecord, list_archive
+from .encoders import EncoderSpec, build_encoder
+from .errors import ConfigError, SlidegridError
+from .grids import grid_table, grid_uri, read_grid_meta, write_grid
+from .manifest import ManifestWriter, SlideResult
+from .storage import is_remote
+from .tiling import GridSpec, tile_grid
+from .tissue import TissueConfig, tissue_mask
+
+log = logging.getLogger(__name__)
+
+# Tiles per plan chunk: big enough to amortize task overhead, small enough to spread one slide over workers.
+CHUNK_TILES = 256
+# Longest run of adjacent tiles read as one region (bounds the strip's memory).
+MAX_RUN = 16
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Everything `slidegrid encode` takes; validated on construction."""
+
+    input: str
+    out: str
+    encoder: str = "mean-rgb"
+    weights: str | None = None
+    mpp: float = 0.5
+    tile_size: int = 224
+    stride: int | None = None
+    min_tissue: float = 0.25
+    tissue_mpp: float = 8.0
+    batch_size: int = 64
+    dtype: str = "float16"
+    overwrite: bool = False
+    mpp_override: float | None = None
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+    actors: int | None = None
+    amp: str = "bf16"
+    tracking_uri: str | None = None
+    mlflow: bool = True
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("float16", "float32"):
+            raise ConfigError("--dtype", f"{self.dtype!r} is not float16 or float32")
+        if self.batch_size < 1:
+            raise ConfigError("--batch-size", "must be a positive integer")
+        if self.amp not in ("bf16", "fp16", "off"):
+            raise ConfigError("--amp", f"{self.amp!r} is not bf16, fp16 or off")
+        if self.actors is not None and self.actors < 1:
+            raise ConfigError("--actors", "must be at least 1")
+        GridSpec(mpp=self.mpp, tile_size=self.tile_size, stride=self.stride, min_tissue=self.min_tissue)
+        TissueConfig(mpp=self.tissue_mpp)
+
+    @property
+    def grid_spec(self) -> GridSpec:
+        """Tile grid geometry."""
+        return GridSpec(mpp=self.mpp, tile_size=self.tile_size, stride=self.stride, min_tissue=self.min_tissue)
+
+    @property
+    def tissue(self) -> TissueConfig:
+        """Tissue mask settings."""
+        return TissueConfig(mpp=self.tissue_mpp)
+
+
+def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
+    """Hash of every setting that changes the numbers in a grid (not paths, batch size or placement)."""
+    settings = {
+        "encoder": config.encoder, "weights": weights_digest, "grid": asdict(config.grid_spec),
+        "tissue": asdict(config.tissue), "dtype": config.dtype, "mpp_override": config.mpp_override,
+    }
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+
+# -- stage 1: plan (one CPU task per slide) -------------------------------------------------------
+
+def _reason(exc: BaseException) -> str:
+    """The manifest's error text for an exception."""
+    return (exc.reason if isinstance(exc, SlidegridError) else f"{type(exc).__name__}: {exc}")[:500]
+
+
+def _retry_once(fn, *args):
+    """Run fn; on an unexpected error (a dropped connection, a worker shutting down) re-open and try again.
+
+    A SlidegridError is the slide's own fault (corrupt, no mpp, not found) and is not retried.
+    """
+    try:
+        return fn(*args)
+    except SlidegridError:
+        raise
+    except Exception:
+        _cached_slide.cache_clear()
+        return fn(*args)
+
+
+def _plan(uri: str, opts: str, mpp_override: float | None, config: EncodeConfig):
+    slide = _cached_slide(uri, opts, mpp_override)
+    mask = tissue_mask(slide, config.tissue)
+    return slide, mask, tile_grid(slide.info.dimensions, slide.mpp, config.grid_spec, mask)
+
+
+@lru_cache(maxsize=8)
+def _cached_slide(uri: str, options_json: str, mpp_override: float | None):
+    """Slides stay open per worker process: a chunk's reads reuse the handle instead of re-opening."""
+    from .slides import open_slide
+
+    return open_slide(uri, json.loads(options_json), mpp_override)
+
+
+def _marker(slide_id: str, uri: str, status: str, error: str, meta: dict) -> dict:
+    """A chunk with no tiles that only carries a slide's outcome down the stream."""
+    empty = np.zeros(0, np.int64)
+    return {"slide_id": slide_id, "uri": uri, "mpp_override": np.nan, "status": status, "error": error, "n_tiles": 0,
+            "meta": json.dumps(meta), "index": empty, "row": empty, "col": empty, "x": empty, "y": empty,
+            "tissue": np.zeros(0, np.float32)}
+
+
+def plan_slide(rec: dict, config: EncodeConfig, digest: str, shash: str) -> list[dict]:
+    """Tissue mask + tile grid for one slide, split into chunks of tiles; failures become one marker chunk."""
+    t0 = time.time()
+    sid, uri = rec["slide_id"], rec["uri"]
+    mpp_override = rec.get("mpp") or config.mpp_override
+    meta: dict[str, Any] = {"slide_id": sid, "source_uri": uri, "plan_started": t0}
+    opts = json.dumps(dict(config.storage_options), sort_keys=True)
+    try:
+        slide, mask, grid = _retry_once(_plan, uri, opts, mpp_override, config)
+    except Exception as exc:  # one bad slide never stops the archive
+        return [_marker(sid, uri, "failed", _reason(exc), meta)]
+    spec = config.grid_spec
+    meta.update({
+        "slide_mpp": slide.mpp, "target_mpp": spec.mpp, "tile_size": spec.tile_size, "stride": spec.step,
+        "grid_shape": list(grid.shape), "encoder": config.encoder, "weights_digest": digest,
+        "settings_hash": shash, "dtype": config.dtype, "min_tissue": spec.min_tissue,
+        "tissue_mpp": config.tissue_mpp, "tissue_fraction": float(mask.fraction),
+        "slide_dimensions": list(slide.info.dimensions), "slidegrid_version": __version__,
+        "plan_seconds": time.time() - t0,
+    })
+    n = len(grid)
+    if n == 0:
+        return [_marker(sid, uri, "skipped_no_tissue", "", meta)]
+    index = np.arange(n)
+    chunks = []
+    for start in range(0, n, CHUNK_TILES):
+        s = slice(start, start + CHUNK_TILES)
+        chunks.append({"slide_id": sid, "uri": uri, "mpp_override": mpp_override or np.nan, "status": "ok",
+                       "error": "", "n_tiles": n,
+                       "meta": json.dumps(meta) if start == 0 else "", "index": index[s],
+                       "row": grid.row[s].astype(np.int64), "col": grid.col[s].astype(np.int64),
+                       "x": grid.x[s], "y": grid.y[s], "tissue": grid.tissue[s]})
+    return chunks
+
+
+# -- stage 2: read tiles (CPU tasks) --------------------------------------------------------------
+
+def _runs(row: np.ndarray, col: np.ndarray) -> Iterator[tuple[int, int]]:
+    """[start, end) index ranges of tiles that are horizontally adjacent in one grid row."""
+    start = 0
+    for i in range(1, len(row) + 1):
+        if i == len(row) or row[i] != row[start] or col[i] != col[i - 1] + 1 or i - start >= MAX_RUN:
+            yield start, i
+            start = i
+
+
+def read_tiles(slide, x: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.ndarray,
+               spec: GridSpec) -> np.ndarray:
+    """Tiles (N, T, T, 3) at the grid's mpp; adjacent tiles are read as one strip so each JPEG tile decodes once."""
+    t, step = spec.tile_size, spec.step
+    out = np.empty((len(x), t, t, 3), np.uint8)
+    for a, b in _runs(row, col):
+        k = b - a
+        strip = slide.read_region(int(x[a]), int(y[a]), (k - 1) * step + t, t, spec.mpp)
+        for j in range(k):
+            out[a + j] = strip[:, j * step: j * step + t]
+    return out
+
+
+def _read_cached(uri: str, opts: str, mpp: float | None, cols: dict[str, np.ndarray], spec: GridSpec) -> np.ndarray:
+    return read_tiles(_cached_slide(uri, opts, mpp), cols["x"], cols["y"], cols["row"], cols["col"], spec)
+
+
+def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, np.ndarray]:
+    """Decode the tiles of plan chunks; a read error turns the chunk into a failure marker for its slide."""
+    outs = []
+    opts = json.dumps(dict(config.storage_options), sort_keys=True)
+    t = config.tile_size
+    for i in range(len(batch["slide_id"])):
+        sid, uri = str(batch["slide_id"][i]), str(batch["uri"][i])
+        idx = np.asarray(batch["index"][i], np.int64)
+        cols = {k: np.asarray(batch[k][i]) for k in ("row", "col", "x", "y", "tissue")}
+        status, error = str(batch["status"][i]), str(batch["error"][i])
+        images = np.zeros((len(idx), t, t, 3), np.uint8)
+        if len(idx):
+            try:
+                override = float(batch["mpp_override"][i])
+                mpp = None if math.isnan(override) else override
+                images = _retry_once(_read_cached, uri, opts, mpp, cols, config.grid_spec)
+            except Exception as exc:
+                status, error = "failed", _reason(exc)
+        if status != "ok" or not len(idx):
+            # Outcome-only row: one blank tile so every row of the stream has the same image shape.
+            outs.append({"slide_id": [sid], "status": [status], "error": [error], "n_tiles": [0],
+                         "meta": [batch["meta"][i]], "index": [-1], "row": [0], "col": [0], "x": [0], "y": [0],
+                         "tissue": [0.0], "image": np.zeros((1, t, t, 3), np.uint8)})
+            continue
+        n = len(idx)
+        meta_col = [batch["meta"][i]] + [""] * (n - 1)
+        outs.append({"slide_id": [sid] * n, "status": [status] * n, "error": [""] * n,
+                     "n_tiles": [int(batch["n_tiles"][i])] * n, "meta": meta_col, "index": idx,
+                     **{k: v for k, v in cols.items()}, "image": images})
+    return {k: np.concatenate([np.asarray(o[k]) for o in outs]) for k in outs[0]}
+
+
+# -- stage 3: encoder actors ---------------------------------------------------------------------
+
+class EncodeActor:
+    """Holds one encoder (on its GPU when it has one) and embeds batches of tiles."""
+
+    def __init__(self, spec: EncoderSpec, dtype: str, torch_threads: int | None) -> None:
+        if torch_threads:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        self.encoder = build_encoder(spec)
+        self.dtype = np.dtype(dtype)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Replace the image column by the embedding column."""
+        images = batch.pop("image")
+        batch["embedding"] = self.encoder.encode(images).astype(self.dtype)
+        return batch
+
+
+# -- stage 4: the driver assembles grids ----------------------------------------------------------
+
+class _SlideBuffer:
+    """Tiles of one slide as they arrive (in any order, duplicates harmless) until all are in."""
+
+    def __init__(self, n: int, dim: int, dtype: np.dtype) -> None:
+        self.embedding = np.zeros((n, dim), dtype)
+        self.cols = {k: np.zeros(n, np.int64) for k in ("row", "col", "x", "y")}
+        self.tissue = np.zeros(n, np.float32)
+        self.filled = np.zeros(n, bool)
+        self.meta: dict[str, Any] | None = None
+
+    def add(self, idx: np.ndarray, batch: dict[str, np.ndarray], rows: np.ndarray) -> None:
+        self.embedding[idx] = batch["embedding"][rows]
+        for k, v in self.cols.items():
+            v[idx] = batch[k][rows]
+        self.tissue[idx] = batch["tissue"][rows]
+        self.filled[idx] = True
+        for m in batch["meta"][rows]:
+            if m:
+                self.meta = json.loads(m)
+
+    @property
+    def complete(self) -> bool:
+        return self.meta is not None and bool(self.filled.all())
+
+
+def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool]:
+    """Build the encoder once on the driver (CPU) to fail early and learn its size, digest and weight."""
+    enc = build_encoder(EncoderSpec(config.encoder, config.weights, device="cpu"))
+    return enc.dim, enc.weights_digest, enc.light
+
+
+def _done_slides(records: list[SlideRecord], config: EncodeConfig, shash: str,
+                 previous: dict[str, dict]) -> dict[str, SlideResult]:
+    """Slides whose outputs already exist with the same settings hash (checked concurrently)."""
+    if config.overwrite:
+        return {}
+
+    def check(rec: SlideRecord) -> SlideResult | None:
+        prev = previous.get(rec.slide_id)
+        if prev and prev.get("status") == "skipped_no_tissue" and prev.get("settings_hash") == shash:
+            return SlideResult(rec.slide_id, rec.uri, "skipped_no_tissue", 0, 0.0, "", shash, reused=True)
+        meta = read_grid_meta(grid_uri(config.out, rec.slide_id), config.storage_options)
+        if meta and meta.get("settings_hash") == shash:
+            return SlideResult(rec.slide_id, rec.uri, "ok", int(meta.get("n_tiles", 0)), 0.0, "", shash,
+                               reused=True)
+        return None
+
+    with ThreadPoolExecutor(16) as pool:
+        found = pool.map(check, records)
+    return {r.slide_id: r for r in found if r is not None}
+
+
+def _placement(config: EncodeConfig, light: bool, resources: Mapping[str, float]) -> dict[str, Any]:
+    """Where encoder actors run: one per GPU when the cluster has GPUs, else a few CPU actors."""
+    gpus = int(resources.get("GPU", 0))
+    cpus = int(resources.get("CPU", 1))
+    if gpus and not light:
+        n = config.actors or gpus
+        return {"device": "cuda", "actors": n, "num_gpus": 1, "num_cpus": 1 if cpus > 2 * n else 0,
+                "torch_threads": None}
+    n = config.actors or 1
+    # Light encoders (mean-rgb) barely use the CPU: leave the cores to the decoders. A CNN on CPU takes
+    # every core's threads, like a DataLoader's main process, while decode tasks interleave with it.
+    return {"device": "cpu", "actors": n, "num_gpus": 0, "num_cpus": 0.25 if light else 1,
+            "torch_threads": None if light else max(1, (os.cpu_count() or 1) // n)}
+
+
+def _remove_stale_temporaries(out: str) -> None:
+    """Delete hidden temporary files a killed run left in a local grid store (object stores have none)."""
+    if is_remote(out) or not os.path.isdir(out):
+        return
+    for name in os.listdir(out):
+        if name.startswith(".") and name.endswith(".tmp"):
+            os.remove(os.path.join(out, name))
+
+
+@dataclass
+class EncodeReport:
+    """The outcome of an encode run: one result per slide, and this run's throughput."""
+
+    results: list[SlideResult]
+    tiles: int  # tiles encoded by this run (not counting slides done earlier)
+    seconds: float
+    mlflow_run_id: str | None = None
+
+    @property
+    def tiles_per_s(self) -> float:
+        """Tiles encoded per second of wall time."""
+        return self.tiles / self.seconds if self.seconds else 0.0
+
+
+def run_encode(config: EncodeConfig) -> EncodeReport:
+    """Encode every slide of `config.input` into `config.out`; returns one result per slide."""
+    import ray
+
+    from .runtime import init_ray
+
+    dim, digest, light = _probe_encoder(config)
+    records = list_archive(config.input, config.storage_options)
+    shash = settings_hash(config, digest)
+    _remove_stale_temporaries(config.out)
+    writer = ManifestWriter(config.out, config.storage_options)
+    done = _done_slides(records, config, shash, writer.previous())
+    todo = [r for r in records if r.slide_id not in done]
+    for r in done.values():
+        writer.add(r)
+    log.info("%d slides: %d to encode, %d already done", len(records), len(todo), len(done))
+    t0 = time.time()
+    tiles = 0
+    if todo:
+        resources = init_ray()
+        tiles = _stream(config, todo, dim, digest, light, shash, writer, resources, ray)
+    writer.flush()
+    elapsed = time.time() - t0
+    report = EncodeReport(writer.results(), tiles, elapsed)
+    if config.mlflow:
+        from .train.tracking import log_encode_run
+
+        report.mlflow_run_id = log_encode_run(config, report.results, tiles, elapsed, writer.uri)
+    return report
+
+
+def _unfused() -> dict[str, Any]:
+    """Remote args of the decode tasks. Its mere presence stops Ray Data from fusing decode into the encoder
+    actors when both ask for the same resources (CPU encoders): fused, decode and inference would take turns
+    in one process instead of overlapping."""
+    return {}
+
+
+def _stream(config: EncodeConfig, todo: list[SlideRecord], dim: int, digest: str, light: bool, shash: str,
+            writer: ManifestWriter, resources: Mapping[str, float], ray) -> int:
+    """Run the Ray Data pipeline and write grids as slides complete; returns tiles encoded."""
+    from tqdm import tqdm
+
+    place = _placement(config, light, resources)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = config.progress
+    ctx.execution_options.preserve_order = False
+    items = [{"slide_id": r.slide_id, "uri": r.uri, "mpp": r.mpp} for r in todo]
+    ds = (
+        ray.data.from_items(items, override_num_blocks=min(len(items), 1000))
+        .flat_map(plan_slide, fn_kwargs={"config": config, "digest": digest, "shash": shash}, num_cpus=1)
+        .map_batches(read_chunk, fn_kwargs={"config": config}, batch_size=1, batch_format="numpy", num_cpus=1,
+                     ray_remote_args_fn=_unfused)
+        .map_batches(
+            EncodeActor,
+            fn_constructor_kwargs={"spec": EncoderSpec(config.encoder, config.weights, place["device"], config.amp),
+                                   "dtype": config.dtype, "torch_threads": place["torch_threads"]},
+            batch_size=config.batch_size, batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place["actors"],
+                                               max_tasks_in_flight_per_actor=2),
+            # Ray Data restarts pool actors on node loss by itself (max_restarts=-1).
+            num_gpus=place["num_gpus"], num_cpus=place["num_cpus"],
+        )
+    )
+    buffers: dict[str, _SlideBuffer] = {}
+    first_seen: dict[str, float] = {}
+    failed: set[str] = set()
+    tiles = 0
+    bar = tqdm(total=len(todo), desc="slides", unit="slide", disable=not config.progress)
+    try:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            for sid in np.unique(batch["slide_id"]):
+                rows = np.flatnonzero(batch["slide_id"] == sid)
+                sid = str(sid)
+                if sid in failed or writer.has(sid):
+                    continue
+                first_seen.setdefault(sid, time.time())
+                status = batch["status"][rows]
+                if (status != "ok").any() or (batch["index"][rows] < 0).any():
+                    bad = rows[np.argmax(status != "ok")] if (status != "ok").any() else rows[0]
+                    st = str(batch["status"][bad])
+                    meta = json.loads(batch["meta"][bad]) if batch["meta"][bad] else {}
+                    writer.add(SlideResult(sid, meta.get("source_uri", ""), st, 0,
+                                           _seconds(meta, first_seen[sid]), str(batch["error"][bad]), shash))
+                    if st == "failed":
+                        failed.add(sid)
+                    buffers.pop(sid, None)
+                    bar.update(1)
+                    continue
+                buf = buffers.get(sid)
+                if buf is None:
+                    buf = buffers[sid] = _SlideBuffer(int(batch["n_tiles"][rows[0]]), dim, np.dtype(config.dtype))
+                buf.add(batch["index"][rows], batch, rows)
+                if buf.complete:
+                    tiles += _finish(config, buffers.pop(sid), writer, shash, first_seen[sid])
+                    bar.update(1)
+    finally:
+        bar.close()
+        writer.flush()
+    return tiles
+
+
+def _seconds(meta: Mapping[str, Any], first_seen: float) -> float:
+    return round(time.time() - float(meta.get("plan_started", first_seen)), 3)
+
+
+def _finish(config: EncodeConfig, buf: _SlideBuffer, writer: ManifestWriter, shash: str, first: float) -> int:
+    """Write a complete slide's grid atomically and record it in the manifest."""
+    meta = dict(buf.meta or {})
+    meta.update({"n_tiles": int(len(buf.filled)), "code_size": int(buf.embedding.shape[1])})
+    meta.pop("plan_started", None)
+    sid = meta["slide_id"]
+    table = grid_table(buf.cols["row"], buf.cols["col"], buf.cols["x"], buf.cols["y"], buf.tissue,
+                       buf.embedding, meta)
+    write_grid(grid_uri(config.out, sid), table, config.storage_options)
+    writer.add(SlideResult(sid, meta["source_uri"], "ok", len(buf.filled), _seconds(buf.meta or {}, first), "",
+                           shash))
+    return len(buf.filled)
+
+
+def summarize(results: list[SlideResult]) -> dict[str, int]:
+    """Counts per status and tiles, for the end-of-run summary."""
+    out: dict[str, int] = {"ok": 0, "failed": 0, "skipped_no_tissue": 0, "reused": 0, "tiles": 0}
+    for r in results:
+        out[r.status] = out.get(r.status, 0) + 1
+        out["reused"] += int(r.reused)
+        out["tiles"] += r.tiles
+    return out
+
+
+def exit_code(results: list[SlideResult]) -> int:
+    """The number of failed slides (capped at 125), 0 when all succeeded."""
+    return min(125, sum(r.status == "failed" for r in results))
+

@@ -1,0 +1,52 @@
+"""Tile encoders behind one registry: a name (and weights) resolves to a model plus its preprocessing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ..errors import ConfigError
+from .base import Encoder, EncoderSpec
+from .mean_rgb import MeanRGBEncoder
+
+# name -> factory(spec). Prefix entries ("timm:") take the rest of the name as an argument.
+_REGISTRY: dict[str, Callable[[EncoderSpec], Encoder]] = {
+    "mean-rgb": lambda spec: MeanRGBEncoder(),
+}
+_PREFIXES: dict[str, Callable[[str, EncoderSpec], Encoder]] = {}
+
+
+def register(name: str, factory: Callable[[EncoderSpec], Encoder]) -> None:
+    """Add an encoder under `name` (used by trained encoders)."""
+    _REGISTRY[name] = factory
+
+
+def register_prefix(prefix: str, factory: Callable[[str, EncoderSpec], Encoder]) -> None:
+    """Add a family of encoders `prefix:ARG` (e.g. timm:resnet50)."""
+    _PREFIXES[prefix] = factory
+
+
+def _timm(arch: str, spec: EncoderSpec) -> Encoder:
+    from .timm_encoder import build_timm
+
+    return build_timm(arch, spec)
+
+
+register_prefix("timm", _timm)
+
+
+def available() -> list[str]:
+    """Names users can pass to --encoder."""
+    return sorted(_REGISTRY) + [f"{p}:NAME" for p in sorted(_PREFIXES)]
+
+
+def build_encoder(spec: EncoderSpec) -> Encoder:
+    """Instantiate the encoder a spec names; unknown names are a ConfigError listing the choices."""
+    if spec.name in _REGISTRY:
+        return _REGISTRY[spec.name](spec)
+    prefix, _, arg = spec.name.partition(":")
+    if arg and prefix in _PREFIXES:
+        return _PREFIXES[prefix](arg, spec)
+    raise ConfigError("--encoder", f"unknown encoder {spec.name!r}; choose one of {', '.join(available())}")
+
+
+__all__ = ["Encoder", "EncoderSpec", "available", "build_encoder", "register", "register_prefix"]

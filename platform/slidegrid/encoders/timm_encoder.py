@@ -1,0 +1,41 @@
+"""Any timm backbone as a tile encoder (`timm:resnet34` = the attention paper's 512-d pooled features)."""
+
+from __future__ import annotations
+
+from ..errors import ConfigError
+from .base import EncoderSpec
+from .torch_encoder import TorchEncoder
+from .weights import is_mlflow_uri, load_mlflow_module, load_state_dict
+
+
+def build_timm(arch: str, spec: EncoderSpec) -> TorchEncoder:
+    """timm model `arch` with its classifier removed (global-average-pool features), weights from spec."""
+    import timm
+
+    if not spec.weights:
+        raise ConfigError(spec.name, "needs --weights: a local checkpoint file, an MLflow model URI "
+                                     "(models:/name/version), or 'random' for untrained weights; nothing is "
+                                     "downloaded at run time")
+    if is_mlflow_uri(spec.weights):
+        module, digest = load_mlflow_module(spec.weights)
+    else:
+        try:
+            module = timm.create_model(arch, pretrained=False, num_classes=0)
+        except Exception as exc:  # timm raises RuntimeError("Unknown model ...")
+            raise ConfigError(spec.name, f"unknown timm architecture ({exc}); see timm.list_models()") from None
+        if spec.weights == "random":
+            digest = "random"
+        else:
+            state, digest = load_state_dict(spec.weights, spec.name)
+            # Checkpoints with a classifier head load too: the head is dropped, the backbone kept.
+            missing, _ = module.load_state_dict(state, strict=False)
+            if missing:
+                raise ConfigError(spec.weights, f"weights do not fit {arch}: {len(missing)} missing keys "
+                                                f"(e.g. {missing[0]}); check the architecture name")
+    cfg = getattr(module, "pretrained_cfg", None) or {}
+    mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    dim = getattr(module, "num_features", None)
+    if dim is None:
+        raise ConfigError(spec.name, "the model does not report num_features; cannot size the grid")
+    return TorchEncoder(spec.name, module, int(dim), mean, std, spec, digest)

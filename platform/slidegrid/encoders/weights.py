@@ -1,0 +1,54 @@
+"""Loading encoder weights from a local file or an MLflow model URI; never from the internet unasked."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import ConfigError
+from .base import file_digest
+
+MLFLOW_SCHEMES = ("models:/", "runs:/", "mlflow-artifacts:/")
+
+
+def is_mlflow_uri(weights: str | None) -> bool:
+    """True for MLflow model URIs (models:/name/version, runs:/id/path)."""
+    return bool(weights) and weights.startswith(MLFLOW_SCHEMES)
+
+
+def load_state_dict(path: str, encoder: str) -> tuple[dict, str]:
+    """A state dict from a .pt/.pth/.bin (torch, weights only) or .safetensors file, and its digest."""
+    import torch
+
+    if not os.path.isfile(path):
+        raise ConfigError(path, f"weights file for encoder {encoder!r} not found; pass --weights FILE "
+                                "(a local checkpoint), an MLflow model URI, or --weights random")
+    with open(path, "rb") as f:
+        digest = file_digest(f.read())
+    try:
+        if path.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(path)
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ConfigError(path, f"cannot load weights ({type(exc).__name__}: {exc}); expected a torch "
+                                "state dict (.pt/.pth) or .safetensors file") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ConfigError(path, "the file holds no state dict; save with torch.save(model.state_dict(), path)")
+    return state, digest
+
+
+def load_mlflow_module(uri: str):
+    """The torch module logged at an MLflow model URI, and a digest of the URI's resolved version."""
+    import mlflow.pytorch
+
+    try:
+        module = mlflow.pytorch.load_model(uri, map_location="cpu")
+    except Exception as exc:
+        raise ConfigError(uri, f"cannot load the MLflow model ({type(exc).__name__}: {str(exc)[:200]}); "
+                               "check the URI and MLFLOW_TRACKING_URI / --tracking-uri") from None
+    return module, file_digest(uri.encode())

@@ -1,0 +1,124 @@
+"""Representation aggregation networks (papers/ran-representation-aggregation-networks.txt §3).
+
+RAN-CNN (§3.1): five 3x3 convolutions, dropout after the last three, a final layer to per-cell classes.
+RAN-LSTM (§3.2): stacked 2D-LSTM layers; a unit (i, j) takes the hidden and cell states of its two
+predecessors in the sweep direction (Eqs. 4-9: one input gate, two forget gates, two cell candidates, one
+output gate, c = i*c~ + f_x*c_x + f_y*c_y, h = o*c); four independent sweeps, one from each corner, averaged;
+then a 1x1 convolution to classes. A sweep is vectorized along anti-diagonals: all cells with i + j = d are
+computed in one batched step (H + W - 1 steps, not H*W).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RANCNN(nn.Module):
+    """Per-cell classifier: (B, C, H, W) -> (B, n_classes, H, W)."""
+
+    per_cell = True
+
+    def __init__(self, in_channels: int, n_outputs: int, width: int = 256, dropout: float = 0.5) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_channels
+        for i in range(5):
+            layers += [nn.Conv2d(c, width, 3, padding=1), nn.ReLU()]
+            if i >= 2:
+                layers.append(nn.Dropout2d(dropout))
+            c = width
+        self.body = nn.Sequential(*layers)
+        self.out = nn.Conv2d(width, n_outputs, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-cell logits."""
+        return self.out(self.body(x))
+
+
+class Sweep2DLSTM(nn.Module):
+    """One 2D-LSTM sweeping from the top-left corner (other corners: flip the input)."""
+
+    def __init__(self, in_channels: int, hidden: int) -> None:
+        super().__init__()
+        self.hidden = hidden
+        # Gates from the input p_t (U*) and from the two predecessor hidden states {h_x, h_y} (W*):
+        # i, f_x, f_y, c~_x, c~_y, o.
+        self.U = nn.Linear(in_channels, 6 * hidden)
+        self.W = nn.Linear(2 * hidden, 6 * hidden, bias=False)
+
+    def cell(self, p: torch.Tensor, hx: torch.Tensor, hy: torch.Tensor, cx: torch.Tensor,
+             cy: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Eqs. 4-9 for a batch of cells (any leading shape, last dim = features)."""
+        z = self.U(p) + self.W(torch.cat([hx, hy], dim=-1))
+        i, fx, fy, gx, gy, o = z.chunk(6, dim=-1)
+        c = torch.sigmoid(i) * 0.5 * (torch.tanh(gx) + torch.tanh(gy)) \
+            + torch.sigmoid(fx) * cx + torch.sigmoid(fy) * cy
+        return torch.sigmoid(o) * c, c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) -> hidden states (B, hidden, H, W), one anti-diagonal per step."""
+        b, _, h, w = x.shape
+        p = x.permute(0, 2, 3, 1)  # (B, H, W, C)
+        zeros = x.new_zeros(b, 1, self.hidden)
+        prev_h = prev_c = None
+        prev_rows = None
+        outs, rows_all, cols_all = [], [], []
+        for d in range(h + w - 1):
+            rows = torch.arange(max(0, d - w + 1), min(d, h - 1) + 1, device=x.device)
+            cols = d - rows
+            if prev_h is None:
+                hx = hy = cx = cy = zeros.expand(b, len(rows), self.hidden)
+            else:
+                # Pad the previous diagonal with a zero state at index 0: a cell's left neighbour (i, j-1) and
+                # top neighbour (i-1, j) sit on that diagonal at their row minus its first row, plus one.
+                ph = torch.cat([zeros, prev_h, zeros], dim=1)
+                pc = torch.cat([zeros, prev_c, zeros], dim=1)
+                first = int(prev_rows[0])
+                left = torch.where(cols > 0, rows - first + 1, torch.zeros_like(rows))
+                top = torch.where(rows > 0, rows - first, torch.zeros_like(rows))
+                hx, cx = ph[:, left], pc[:, left]
+                hy, cy = ph[:, top], pc[:, top]
+            hcur, ccur = self.cell(p[:, rows, cols], hx, hy, cx, cy)
+            outs.append(hcur)
+            rows_all.append(rows)
+            cols_all.append(cols)
+            prev_h, prev_c, prev_rows = hcur, ccur, rows
+        out = x.new_zeros(b, h, w, self.hidden)
+        out[:, torch.cat(rows_all), torch.cat(cols_all)] = torch.cat(outs, dim=1)
+        return out.permute(0, 3, 1, 2)
+
+
+class Layer2DLSTM(nn.Module):
+    """Four sweeps, one from each corner, averaged (RAN §3.2, Fig. 3)."""
+
+    FLIPS = ((), (3,), (2,), (2, 3))  # from top-left, top-right, bottom-left, bottom-right
+
+    def __init__(self, in_channels: int, hidden: int) -> None:
+        super().__init__()
+        self.sweeps = nn.ModuleList(Sweep2DLSTM(in_channels, hidden) for _ in self.FLIPS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outs = []
+        for sweep, dims in zip(self.sweeps, self.FLIPS):
+            xi = torch.flip(x, dims) if dims else x
+            yi = sweep(xi)
+            outs.append(torch.flip(yi, dims) if dims else yi)
+        return torch.stack(outs).mean(0)
+
+
+class RANLSTM(nn.Module):
+    """Stacked 2D-LSTM layers (2 x 512 by default) and a 1x1 convolution to per-cell classes."""
+
+    per_cell = True
+
+    def __init__(self, in_channels: int, n_outputs: int, hidden: int = 512, layers: int = 2) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(Layer2DLSTM(in_channels if i == 0 else hidden, hidden) for i in range(layers))
+        self.out = nn.Conv2d(hidden, n_outputs, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-cell logits (B, n_outputs, H, W)."""
+        for layer in self.layers:
+            x = layer(x)
+        return self.out(x)

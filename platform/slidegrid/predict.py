@@ -1,0 +1,129 @@
+"""`slidegrid predict`: a trained aggregator on a folder of grids -> predictions.csv and heatmap overlays."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError
+from .storage import filesystem, join
+
+
+def heatmap(model, model_name: str, dense: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(H, W) map in [0, 1]: the attention map (attention model) or Grad-CAM of the positive class (NIC §3.3)."""
+    import torch
+
+    from .models.nic_cnn import gradcam
+
+    x = torch.from_numpy(dense[None])
+    m = torch.from_numpy(mask[None])
+    if model_name == "attention" and hasattr(model, "attention_maps"):
+        with torch.no_grad():
+            maps = model.attention_maps(x, m)[0].float()  # (maps, H, W)
+        amap = maps.max(0).values.numpy()
+    else:
+        amap = gradcam(model, x, m, target=-1)
+    amap = np.where(mask, amap, 0.0)
+    hi = amap.max()
+    return amap / hi if hi > 0 else amap
+
+
+def write_heatmaps(model, model_name: str, grid_uris: Sequence[str], cache, out_dir: str,
+                   storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """One PNG per grid: the heatmap over the slide thumbnail (falls back to the bare map without the slide)."""
+    from .slides import open_slide
+    from .viz import heatmap_overlay, save_png
+
+    written = []
+    for uri in grid_uris:
+        dense, mask, grid = cache.get(uri)
+        hm = heatmap(model, model_name, dense, mask)
+        try:
+            with open_slide(grid.meta["source_uri"], storage_options, grid.meta.get("mpp_override")) as s:
+                H = s.info.dimensions[1]
+                thumb = s.thumbnail(max(s.mpp, s.mpp * H / 512))
+        except Exception:
+            thumb = np.full((hm.shape[0] * 8, hm.shape[1] * 8, 3), 255, np.uint8)
+        # The grid covers the slide's top-left area of complete tiles: place it on that part of the thumbnail.
+        step_um = float(grid.meta["target_mpp"]) * float(grid.meta["stride"])
+        slide_w_um = float(grid.meta["slide_dimensions"][0]) * float(grid.meta["slide_mpp"])
+        px_per_cell = thumb.shape[1] * step_um / slide_w_um
+        canvas = np.zeros(thumb.shape[:2], np.float32)
+        h, w = hm.shape
+        ch, cw = min(thumb.shape[0], round(h * px_per_cell)), min(thumb.shape[1], round(w * px_per_cell))
+        if ch and cw:
+            canvas[:ch, :cw] = cv2.resize(hm.astype(np.float32), (cw, ch), interpolation=cv2.INTER_NEAREST)
+        path = os.path.join(out_dir, f"{grid.meta['slide_id']}_heatmap.png")
+        save_png(heatmap_overlay(thumb, canvas), path)
+        written.append(path)
+    return written
+
+
+def load_model(model_uri: str):
+    """An aggregator logged by `slidegrid train` (MLflow URI) with its name and class names."""
+    import mlflow
+    import mlflow.pytorch
+
+    try:
+        model = mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        info = mlflow.models.get_model_info(model_uri)
+        run = mlflow.get_run(info.run_id)
+    except Exception as exc:
+        raise ConfigError(model_uri, f"cannot load the model ({type(exc).__name__}: {str(exc)[:200]}); check "
+                                     "the URI (models:/name/version or runs:/id/model) and --tracking-uri") from None
+    tags = run.data.tags
+    return model.eval(), tags.get("slidegrid.model", "attention"), json.loads(tags.get("slidegrid.classes", "[]"))
+
+
+def predict(grids: str, model_uri: str, out_dir: str, tracking_uri: str | None = None, heatmaps: bool = True,
+            storage_options: Mapping[str, Any] | None = None) -> str:
+    """Predict every grid in `grids`; writes predictions.csv (+ heatmaps/) to out_dir and returns the CSV path."""
+    import mlflow
+    import torch
+
+    from .grids import MANIFEST_NAME
+    from .train.grid_data import GridCache
+    from .train.inference import predict_grid
+
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    model, name, classes = load_model(model_uri)
+    fs, path = filesystem(grids, storage_options)
+    files = sorted(f for f in fs.ls(path, detail=False) if f.endswith(".parquet")
+                   and not os.path.basename(f).startswith(("_", ".")) and not f.endswith(MANIFEST_NAME))
+    if not files:
+        raise ConfigError(grids, "no grid files (*.parquet) found; run `slidegrid encode` first")
+    prefix = grids.split("://", 1)[0] + "://" if "://" in grids else ""
+    uris = [prefix + f for f in files]
+    os.makedirs(out_dir, exist_ok=True)
+    cache = GridCache(storage_options, max_items=4)
+    rows = []
+    for uri in uris:
+        dense, mask, grid = cache.get(uri)
+        out = predict_grid(model, name, dense, mask, torch.device("cpu"))
+        row: dict[str, Any] = {"slide_id": grid.meta["slide_id"]}
+        if out.dim() == 1 and classes:
+            probs = torch.softmax(out, 0).numpy()
+            row.update({"prediction": classes[int(probs.argmax())],
+                        **{f"p_{c}": round(float(p), 6) for c, p in zip(classes, probs)}})
+        elif out.dim() == 1:
+            row["prediction"] = float(out.squeeze())
+        else:
+            row["positive_cells"] = int((out.argmax(0).numpy() == 1)[mask].sum())
+        rows.append(row)
+    csv_path = os.path.join(out_dir, "predictions.csv")
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    if heatmaps:
+        hdir = join(out_dir, "heatmaps")
+        os.makedirs(hdir, exist_ok=True)
+        write_heatmaps(model, name, uris, cache, hdir, storage_options)
+    return csv_path

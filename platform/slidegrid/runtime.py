@@ -1,0 +1,27 @@
+"""Connecting to Ray: the cluster a job runs in (RAY_ADDRESS / `ray job submit`) or an embedded local one."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+log = logging.getLogger(__name__)
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, float]:
+    """Connect to (or start) Ray once and return the cluster's resources.
+
+    With RAY_ADDRESS set (as under `ray job submit`) or an explicit address, connect to that cluster;
+    otherwise start a local one. Re-using an initialized Ray lets tests and notebooks share one.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        target = address or os.environ.get("RAY_ADDRESS")
+        if target:
+            ray.init(address=target, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+    resources = ray.cluster_resources()
+    log.info("ray resources: %s", resources)
+    return resources

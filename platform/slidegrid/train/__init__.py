@@ -1,0 +1,1 @@
+"""Training, sweeps and tracking: Ray Train loops, Ray Tune, MLflow."""

@@ -1,0 +1,113 @@
+"""Typed training configuration: CLI flags and YAML files meet here and are validated once."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from .grid_data import TASKS
+
+MODELS = ("attention", "nic-cnn", "ran-cnn", "ran-lstm")
+
+# Per-model optimisation defaults from the papers (overridable in --config YAML):
+# attention: SGD lr 1e-3, x0.1 after 20 of 35 epochs (classification); Adam 1e-4 for regression (§III).
+# NIC CNN: Adam, crops R x R of the grid, 8 dihedral augmentations, T test crops (§3, §4.5).
+# RAN-CNN: Adam, batch 64; RAN-LSTM: Adam 1e-4, lr x0.5 every 2 epochs, 25 epochs (§4 "Training Details").
+PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
+    "attention": {"optimizer": "sgd", "lr": 1e-3, "epochs": 35, "lr_step": 20, "lr_gamma": 0.1},
+    "nic-cnn": {"optimizer": "adam", "lr": 1e-4, "epochs": 50, "lr_step": 0, "lr_gamma": 0.5, "crop": 400},
+    "ran-cnn": {"optimizer": "adam", "lr": 1e-3, "epochs": 10, "lr_step": 0, "lr_gamma": 0.5, "batch_size": 64},
+    "ran-lstm": {"optimizer": "adam", "lr": 1e-4, "epochs": 25, "lr_step": 2, "lr_gamma": 0.5, "batch_size": 10},
+}
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run of an aggregator on grids."""
+
+    grids: str
+    cohort: str
+    out: str
+    model: str = "attention"
+    task: str = "classification"
+    epochs: int = 35
+    lr: float = 1e-3
+    optimizer: str = "sgd"  # "sgd" (momentum 0.9) or "adam"
+    weight_decay: float = 1e-4
+    lr_step: int = 0  # epochs between LR decays (0: no step decay)
+    lr_gamma: float = 0.1
+    batch_size: int = 1  # slides (or crops / sub-grids) per optimizer step
+    crop: int = 400  # NIC: R x R training crops of the grid
+    test_crops: int = 10  # NIC: T crops at test time (x 8 dihedral transforms)
+    subgrid: int = 8  # RAN segmentation: class-balanced sub-grids of this side
+    patience: int = 10  # early stopping on validation loss (0: off)
+    val_fold: int | None = None
+    workers: int = 1
+    gpus_per_worker: float = 0.0
+    cpus_per_worker: float = 1.0
+    max_failures: int = 2
+    storage: str | None = None  # Ray Train checkpoints (local path or s3://); default <out>/checkpoints
+    name: str | None = None  # Ray Train run name (same name + storage = resume)
+    tracking_uri: str | None = None
+    register_as: str | None = None  # MLflow registered model name (default slidegrid-<model>-<task>)
+    seed: int = 0
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError("--model", f"{self.model!r} is not one of {', '.join(MODELS)}")
+        if self.task not in TASKS:
+            raise ConfigError("--task", f"{self.task!r} is not one of {', '.join(TASKS)}")
+        per_cell = self.model.startswith("ran-")
+        if per_cell != (self.task == "segmentation"):
+            raise ConfigError("--model", f"{self.model} does not do {self.task}: RAN models predict per cell "
+                                         "(task segmentation); attention and nic-cnn predict per slide")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError("optimizer", f"{self.optimizer!r} is not sgd or adam")
+        for name in ("epochs", "batch_size", "crop", "test_crops", "subgrid", "workers"):
+            if getattr(self, name) < 1:
+                raise ConfigError(name, "must be at least 1")
+        if self.lr <= 0:
+            raise ConfigError("lr", "must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (Ray Train's train_loop_config, MLflow params)."""
+        return asdict(self)
+
+
+def build_train_config(overrides: dict[str, Any], config_file: str | None = None) -> TrainConfig:
+    """Paper defaults for the model, then the YAML file, then explicit CLI values (None means unset)."""
+    known = {f.name for f in fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    if config_file:
+        try:
+            with open(config_file) as f:
+                loaded = yaml.safe_load(f) or {}
+        except FileNotFoundError:
+            raise ConfigError(config_file, "config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(config_file, f"not valid YAML ({exc})") from None
+        if not isinstance(loaded, dict):
+            raise ConfigError(config_file, "must be a YAML mapping of option: value")
+        unknown = set(loaded) - known
+        if unknown:
+            raise ConfigError(config_file, f"unknown option(s) {sorted(unknown)}; valid: {sorted(known)}")
+        values.update(loaded)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    model = values.get("model", "attention")
+    merged = {**PAPER_DEFAULTS.get(model, {}), **values}
+    if merged.get("task") == "regression" and model == "attention" and "optimizer" not in values:
+        merged.update({"optimizer": "adam", "lr": values.get("lr", 1e-4)})
+    try:
+        return TrainConfig(**merged)
+    except TypeError as exc:
+        raise ConfigError(config_file or "options", str(exc)) from None
+
+
+def with_overrides(config: TrainConfig, **kw: Any) -> TrainConfig:
+    """A copy with some fields changed (used by Tune trials and CV folds)."""
+    return replace(config, **kw)

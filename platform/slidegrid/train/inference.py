@@ -1,0 +1,139 @@
+"""Turning grids into model inputs and model outputs into slide predictions (training, validation, predict)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from .config import TrainConfig
+    from .grid_data import CohortExamples, Example, GridCache
+
+
+def n_outputs(cfg: TrainConfig, data: CohortExamples) -> int:
+    """Logits per slide (classification), 1 (regression) or classes per cell (segmentation: 2)."""
+    return {"classification": len(data.classes), "regression": 1, "segmentation": 2}[cfg.task]
+
+
+def _pad(items: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack (C, H, W) grids of different sizes: zero padding, masked out (the models ignore masked cells)."""
+    h = max(g.shape[1] for g, _ in items)
+    w = max(g.shape[2] for g, _ in items)
+    x = np.zeros((len(items), items[0][0].shape[0], h, w), np.float32)
+    m = np.zeros((len(items), h, w), bool)
+    for i, (g, mk) in enumerate(items):
+        x[i, :, : g.shape[1], : g.shape[2]] = g
+        m[i, : g.shape[1], : g.shape[2]] = mk
+    return x, m
+
+
+def slide_batch(cfg: TrainConfig, examples: Sequence[Example], cache: GridCache, rng: np.random.Generator):
+    """(x, mask, target) tensors for slide-level tasks; NIC crops + dihedral transforms for nic-cnn."""
+    import torch
+
+    from ..grids import dihedral
+    from ..models.nic_cnn import random_crop
+
+    items = []
+    for e in examples:
+        dense, mask, _ = cache.get(e.grid)
+        if cfg.model == "nic-cnn":
+            dense, mask = random_crop(dense, mask, cfg.crop, rng)
+            k = int(rng.integers(8))
+            dense, mask = dihedral(dense, k), dihedral(mask, k)
+        items.append((np.ascontiguousarray(dense), np.ascontiguousarray(mask)))
+    x, m = _pad(items)
+    if cfg.task == "regression":
+        target = torch.tensor([e.target for e in examples], dtype=torch.float32)
+    else:
+        target = torch.tensor([e.label for e in examples], dtype=torch.long)
+    return torch.from_numpy(x), torch.from_numpy(m), target
+
+
+def subgrid_batch(cfg: TrainConfig, items: Sequence[tuple[tuple[np.ndarray, np.ndarray, Any], np.ndarray]],
+                  rng: np.random.Generator):
+    """RAN's class-balanced sub-grids (S x S): half centred on a positive cell when the slide has one."""
+    import torch
+
+    s = cfg.subgrid
+    xs, ms, ys = [], [], []
+    for (dense, mask, _), labels in items:
+        _, h, w = dense.shape
+        pos = np.argwhere((labels > 0) & mask)
+        pool = pos if len(pos) and rng.random() < 0.5 else np.argwhere(mask)
+        if not len(pool):
+            pool = np.argwhere(np.ones_like(mask))
+        r, c = pool[rng.integers(len(pool))]
+        r0 = int(np.clip(r - s // 2, 0, max(0, h - s)))
+        c0 = int(np.clip(c - s // 2, 0, max(0, w - s)))
+        x = np.zeros((dense.shape[0], s, s), np.float32)
+        m = np.zeros((s, s), bool)
+        y = np.full((s, s), -1, np.int64)
+        crop = (slice(r0, r0 + s), slice(c0, c0 + s))
+        ch, cw = dense[:, crop[0], crop[1]].shape[1:]
+        x[:, :ch, :cw] = dense[:, crop[0], crop[1]]
+        m[:ch, :cw] = mask[crop]
+        y[:ch, :cw] = np.where(mask[crop], labels[crop], -1)
+        xs.append(x)
+        ms.append(m)
+        ys.append(y)
+    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ms)), torch.from_numpy(np.stack(ys))
+
+
+def predict_grid(model, cfg_model: str, dense: np.ndarray, mask: np.ndarray, device, test_crops: int = 10,
+                 crop: int = 400):
+    """Model output for one whole grid: logits (n_outputs,) per slide, or (n_outputs, H, W) per cell.
+
+    nic-cnn averages T crops on tissue x 8 dihedral transforms (NIC §3); the others see the whole grid.
+    """
+    import torch
+
+    from ..models.nic_cnn import predict_tta
+
+    model.eval()
+    with torch.no_grad():
+        if cfg_model == "nic-cnn":
+            return predict_tta(model, dense, mask, crop=crop, n_crops=test_crops, device=device)
+        x = torch.from_numpy(dense[None]).to(device)
+        m = torch.from_numpy(mask[None]).to(device)
+        return model(x, m)[0].float().cpu()
+
+
+def evaluate(model, cfg: TrainConfig, examples: Sequence[Example], cache: GridCache, device) -> dict[str, float]:
+    """Validation loss and the task's metric (AUC / accuracy, Spearman, Dice) over whole slides."""
+    import torch
+    import torch.nn.functional as F
+
+    from .. import metrics
+    from .grid_data import cell_labels
+
+    losses, scores, truths, dices = [], [], [], []
+    for e in examples:
+        dense, mask, grid = cache.get(e.grid)
+        out = predict_grid(model, cfg.model, dense, mask, device, cfg.test_crops, cfg.crop)
+        if cfg.task == "segmentation":
+            labels = torch.from_numpy(np.where(mask, cell_labels(grid, e.annotation, cfg.storage_options), -1))
+            losses.append(float(F.cross_entropy(out[None], labels[None], ignore_index=-1)))
+            pred = out.argmax(0).numpy()
+            dices.append(metrics.dice(pred[mask] == 1, labels.numpy()[mask] == 1))
+        elif cfg.task == "regression":
+            losses.append(float((out.squeeze() - e.target) ** 2))
+            scores.append(float(out.squeeze()))
+            truths.append(float(e.target))
+        else:
+            losses.append(float(F.cross_entropy(out[None], torch.tensor([e.label]))))
+            scores.append(torch.softmax(out, 0).numpy())
+            truths.append(e.label)
+    result = {"val_loss": float(np.mean(losses))}
+    if cfg.task == "segmentation":
+        result["val_dice"] = float(np.mean(dices))
+    elif cfg.task == "regression":
+        result["val_spearman"] = float(metrics.spearman(truths, scores))
+    else:
+        probs = np.stack(scores)
+        result["val_accuracy"] = float(np.mean(probs.argmax(1) == np.array(truths)))
+        if probs.shape[1] == 2:
+            result["val_auc"] = float(metrics.auc(np.array(truths), probs[:, 1]))
+    return result

@@ -1,0 +1,154 @@
+"""MLflow for trained models: params, per-epoch metrics, plots, the model with its signature, registration."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .config import TrainConfig
+from .tracking import resolve_tracking_uri, safe_params, use_experiment
+
+
+def load_checkpoint_model(ckpt_dir: str, cfg: TrainConfig):
+    """Rebuild the model of a Ray Train checkpoint (weights only: torch.load(weights_only=True))."""
+    import torch
+
+    from ..models import GridStandardizer, build_model
+
+    state = torch.load(os.path.join(ckpt_dir, "state.pt"), map_location="cpu", weights_only=True)
+    n_out = {"classification": len(state["classes"]), "regression": 1, "segmentation": 2}[cfg.task]
+    c = int(state["code_size"])
+    model = GridStandardizer(build_model(cfg.model, c, n_out, **cfg.model_kwargs), [0.0] * c, [1.0] * c)
+    model.load_state_dict(state["model"])
+    model.eval()
+    return model, list(state["classes"]), int(state["code_size"])
+
+
+def _plots(cfg: TrainConfig, model, classes: Sequence[str], out_dir: str) -> dict[str, float]:
+    """Held-out evaluation plots (ROC, confusion matrix) and their numbers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from .. import metrics
+    from .grid_data import GridCache, load_examples
+    from .inference import predict_grid
+
+    if cfg.task != "classification":
+        return {}
+    data = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options)
+    _, val = data.split(cfg.val_fold)
+    cache = GridCache(cfg.storage_options)
+    probs, truth = [], []
+    for e in val:
+        dense, mask, _ = cache.get(e.grid)
+        out = predict_grid(model, cfg.model, dense, mask, torch.device("cpu"), cfg.test_crops, cfg.crop)
+        probs.append(torch.softmax(out, 0).numpy())
+        truth.append(e.label)
+    p, y = np.stack(probs), np.array(truth)
+    cm = metrics.confusion_matrix(y, p.argmax(1), labels=list(range(len(classes))))
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center")
+    ax.set_xticks(range(len(classes)), classes)
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "confusion_matrix.png"))
+    plt.close(fig)
+    result = {"heldout_accuracy": float(np.mean(p.argmax(1) == y))}
+    if p.shape[1] == 2 and len(set(y.tolist())) == 2:
+        fpr, tpr = metrics.roc_curve(y, p[:, 1])
+        result["heldout_auc"] = float(metrics.auc(y, p[:, 1]))
+        fig, ax = plt.subplots(figsize=(4, 4))
+        ax.plot(fpr, tpr, label=f"AUC {result['heldout_auc']:.3f}")
+        ax.plot([0, 1], [0, 1], "k--", lw=0.5)
+        ax.set_xlabel("false positive rate")
+        ax.set_ylabel("true positive rate")
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out_dir, "roc.png"))
+        plt.close(fig)
+    return result
+
+
+def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: str,
+                     parent_run_id: str | None = None) -> tuple[str, str]:
+    """One MLflow run: params, per-epoch metrics, plots, heatmaps, the model (registered); returns ids."""
+    import mlflow
+    import torch
+    from mlflow.models import infer_signature
+
+    from .grid_data import GridCache, load_examples
+
+    use_experiment("slidegrid-train", resolve_tracking_uri(cfg.tracking_uri, cfg.out))
+    model, classes, code_size = load_checkpoint_model(ckpt_dir, cfg)
+    name = cfg.register_as or f"slidegrid-{cfg.model}-{cfg.task}"
+    with mlflow.start_run(run_name=f"{cfg.model}-{cfg.task}", nested=parent_run_id is not None,
+                          parent_run_id=parent_run_id) as run:
+        mlflow.log_params(safe_params({k: v for k, v in cfg.to_dict().items() if k != "model_kwargs"}
+                                      | {f"model_kwargs.{k}": v for k, v in cfg.model_kwargs.items()}))
+        mlflow.set_tags({"slidegrid.classes": json.dumps(classes), "slidegrid.model": cfg.model,
+                         "slidegrid.task": cfg.task})
+        for row in history:
+            step = int(row.get("epoch", 0))
+            mlflow.log_metrics({k: float(v) for k, v in row.items()
+                                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"
+                                and np.isfinite(v)}, step=step)
+        with tempfile.TemporaryDirectory() as d:
+            mlflow.log_metrics(_plots(cfg, model, classes, d))
+            from ..predict import write_heatmaps
+
+            data = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options)
+            _, val = data.split(cfg.val_fold)
+            write_heatmaps(model, cfg.model, [e.grid for e in val[:4]], GridCache(cfg.storage_options), d,
+                           cfg.storage_options)
+            mlflow.log_artifacts(d, artifact_path="evaluation")
+        example = torch.zeros((1, code_size, 8, 8))
+        with torch.no_grad():
+            out = model(example, torch.ones((1, 8, 8), dtype=torch.bool))
+        signature = infer_signature(example.numpy(), out.numpy())
+        # pickle, not MLflow's default pt2 export: an exported graph is traced at one grid size, while grids
+        # come in every size. Loading needs slidegrid importable (the model classes live there).
+        info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
+                                        serialization_format="pickle",
+                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "slidegrid"])
+        version = getattr(info, "registered_model_version", None)
+        uri = f"models:/{name}/{version}" if version else info.model_uri
+    print(f"mlflow: run {run.info.run_id}, model {uri} ({mlflow.get_tracking_uri()})")
+    return run.info.run_id, uri
+
+
+def log_sweep(base: TrainConfig, space, grid) -> str:
+    """A parent MLflow run for the sweep with one nested run per trial (params + per-epoch metrics)."""
+    import mlflow
+
+    use_experiment("slidegrid-tune", resolve_tracking_uri(base.tracking_uri, base.out))
+    with mlflow.start_run(run_name=f"sweep-{base.model}-{base.task}") as parent:
+        mlflow.log_params(safe_params({"space": json.dumps(space.params), "metric": space.metric,
+                                       "mode": space.mode, "trials": len(grid), "model": base.model,
+                                       "task": base.task}))
+        best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
+        mlflow.log_metric(f"best_{space.metric}", float(best.metrics[space.metric]))
+        for i, result in enumerate(grid):
+            params = {k: v for k, v in result.config.items() if k != "__base__"}
+            with mlflow.start_run(run_name=f"trial-{i}", nested=True):
+                mlflow.log_params(safe_params(params))
+                df = result.metrics_dataframe
+                for row in ([] if df is None else df.to_dict("records")):
+                    mlflow.log_metrics({k: float(v) for k, v in row.items() if isinstance(v, (int, float))
+                                        and not isinstance(v, bool) and np.isfinite(v) and k != "epoch"
+                                        and not k.startswith(("time", "timestamp", "training_iteration"))},
+                                       step=int(row.get("epoch", 0)))
+                if result.error:
+                    mlflow.set_tag("error", str(result.error)[:500])
+    return parent.info.run_id

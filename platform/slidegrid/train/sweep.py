@@ -1,0 +1,117 @@
+"""Ray Tune sweeps over Ray Train runs: a YAML search space, ASHA, MLflow runs nested under the sweep."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError
+from .config import TrainConfig, with_overrides
+
+SAMPLERS = ("choice", "uniform", "loguniform", "randint", "grid")
+
+
+@dataclass(frozen=True)
+class SweepSpace:
+    """A search space: TrainConfig fields (or model_kwargs.NAME) -> sampler, plus the metric to optimise."""
+
+    params: dict[str, dict[str, Any]]
+    metric: str = "val_loss"
+    mode: str = "min"
+
+
+def load_space(path: str) -> SweepSpace:
+    """Read and validate a search-space YAML (`params: {lr: {loguniform: [1e-4, 1e-2]}}`)."""
+    try:
+        with open(path) as f:
+            raw = yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(path, "search space file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"not valid YAML ({exc})") from None
+    params = raw.get("params")
+    if not isinstance(params, dict) or not params:
+        raise ConfigError(path, "needs a `params:` mapping, e.g. params: {lr: {loguniform: [1.0e-4, 1.0e-2]}}")
+    fields = set(TrainConfig.__dataclass_fields__)
+    for name, spec in params.items():
+        if name.split(".")[0] not in fields:
+            raise ConfigError(path, f"{name!r} is not a training option; valid: {sorted(fields)}")
+        if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SAMPLERS:
+            raise ConfigError(path, f"{name}: give exactly one sampler of {', '.join(SAMPLERS)}")
+    mode = raw.get("mode", "min")
+    if mode not in ("min", "max"):
+        raise ConfigError(path, "mode must be min or max")
+    return SweepSpace(params=params, metric=raw.get("metric", "val_loss"), mode=mode)
+
+
+def _tune_space(space: SweepSpace) -> dict[str, Any]:
+    from ray import tune
+
+    out = {}
+    for name, spec in space.params.items():
+        kind, arg = next(iter(spec.items()))
+        out[name] = {"choice": lambda a: tune.choice(a), "uniform": lambda a: tune.uniform(*a),
+                     "loguniform": lambda a: tune.loguniform(*a), "randint": lambda a: tune.randint(*a),
+                     "grid": lambda a: tune.grid_search(a)}[kind](arg)
+    return out
+
+
+def apply_trial(base: TrainConfig, trial: dict[str, Any], trial_name: str) -> TrainConfig:
+    """The base config with a trial's sampled values (model_kwargs.X goes into model_kwargs)."""
+    kw = dict(base.model_kwargs)
+    plain = {}
+    for k, v in trial.items():
+        if k.startswith("model_kwargs."):
+            kw[k.split(".", 1)[1]] = v
+        else:
+            plain[k] = v
+    return with_overrides(base, **plain, model_kwargs=kw, name=trial_name, tracking_uri=base.tracking_uri)
+
+
+def _trial(trial_config: dict[str, Any]) -> None:
+    """One Tune trial = one Ray Train run reporting every epoch back to Tune."""
+    from ray import tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from .fit import train_with_ray
+
+    base = TrainConfig(**trial_config.pop("__base__"))
+    cfg = apply_trial(base, trial_config, f"trial-{tune.get_context().get_trial_id()}")
+    train_with_ray(cfg, callbacks=[TuneReportCallback()])
+
+
+def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent: int = 1,
+               grace_epochs: int = 1) -> dict[str, Any]:
+    """Run the sweep; returns the best config, metric and checkpoint, also saved as best.yaml in base.out."""
+    import ray.tune
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from ..runtime import init_ray
+    from .registry import log_sweep
+
+    init_ray()
+    os.makedirs(base.out, exist_ok=True)
+    storage = base.storage or os.path.abspath(os.path.join(base.out, "tune"))
+    tuner = tune.Tuner(
+        tune.with_resources(_trial, {"cpu": 0.01}),
+        param_space={**_tune_space(space), "__base__": base.to_dict()},
+        tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=trials,
+                                    max_concurrent_trials=max_concurrent,
+                                    scheduler=ASHAScheduler(grace_period=grace_epochs, max_t=base.epochs,
+                                                            time_attr="epoch")),
+        run_config=ray.tune.RunConfig(name=base.name or "sweep", storage_path=storage),
+    )
+    grid = tuner.fit()
+    best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
+    best_params = {k: v for k, v in best.config.items() if k != "__base__"}
+    summary = {"metric": space.metric, "mode": space.mode, "best_value": float(best.metrics[space.metric]),
+               "best_params": best_params, "best_checkpoint": best.checkpoint.path if best.checkpoint else None,
+               "trials": len(grid)}
+    with open(os.path.join(base.out, "best.yaml"), "w") as f:
+        yaml.safe_dump(summary, f, sort_keys=False)
+    summary["mlflow_run_id"] = log_sweep(base, space, grid)
+    return summary

@@ -1,0 +1,86 @@
+"""MLflow tracking: the embedded SQLite store by default, a server when given; never any credential."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from ..storage import is_remote, redact
+
+if TYPE_CHECKING:
+    from ..encode import EncodeConfig
+    from ..manifest import SlideResult
+
+log = logging.getLogger(__name__)
+DEFAULT_DIRNAME = "mlflow"
+# The user's setting, read before anything here calls mlflow.set_tracking_uri (which writes the same variable,
+# and would otherwise leak one run's store into the next run of the same process).
+_USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def resolve_tracking_uri(explicit: str | None, out: str) -> str:
+    """--tracking-uri, else MLFLOW_TRACKING_URI, else SQLite under the output dir (./slidegrid-mlflow if remote)."""
+    if explicit:
+        return explicit
+    if _USER_TRACKING_URI:
+        return _USER_TRACKING_URI
+    base = os.path.abspath("slidegrid-mlflow") if is_remote(out) else os.path.join(os.path.abspath(out),
+                                                                                      DEFAULT_DIRNAME)
+    os.makedirs(base, exist_ok=True)
+    return f"sqlite:///{os.path.join(base, 'mlflow.db')}"
+
+
+def use_experiment(name: str, tracking_uri: str) -> None:
+    """Point MLflow at a store and experiment; a local SQLite store keeps its artifacts beside the database
+    (MLflow's default would be ./mlruns under whatever folder the command runs in)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    if mlflow.get_experiment_by_name(name) is None and tracking_uri.startswith("sqlite:///"):
+        db = tracking_uri[len("sqlite:///"):]
+        mlflow.create_experiment(name, artifact_location=os.path.join(os.path.dirname(db), "artifacts"))
+    mlflow.set_experiment(name)
+
+
+def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Flatten params for MLflow with secrets redacted and values cut to MLflow's length limit."""
+    flat: dict[str, str] = {}
+    for k, v in redact(params).items():
+        if isinstance(v, Mapping):
+            for kk, vv in v.items():
+                flat[f"{k}.{kk}"] = str(vv)[:6000]
+        else:
+            flat[k] = str(v)[:6000]
+    return flat
+
+
+def log_encode_run(config: EncodeConfig, results: list[SlideResult], tiles: int, seconds: float,
+                   manifest_uri: str) -> str | None:
+    """One MLflow run per encode: settings, throughput, outcome counts and the manifest as an artifact."""
+    import tempfile
+
+    import mlflow
+
+    from ..encode import summarize
+    from ..manifest import read_manifest
+
+    uri = resolve_tracking_uri(config.tracking_uri, config.out)
+    use_experiment("slidegrid-encode", uri)
+    counts = summarize(results)
+    with mlflow.start_run(run_name=f"encode-{config.encoder}") as run:
+        mlflow.log_params(safe_params({k: v for k, v in asdict(config).items() if k not in ("progress",)}))
+        mlflow.log_metrics({"tiles": tiles, "seconds": seconds, "tiles_per_s": tiles / seconds if seconds else 0.0,
+                            **{f"slides_{k}": v for k, v in counts.items() if k != "tiles"}})
+        rows = read_manifest(manifest_uri, config.storage_options)
+        with tempfile.TemporaryDirectory() as d:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            path = os.path.join(d, "manifest.parquet")
+            pq.write_table(pa.Table.from_pylist(list(rows.values())), path)
+            mlflow.log_artifact(path)
+    print(f"mlflow: run {run.info.run_id} in {uri}")
+    return run.info.run_id

@@ -1,0 +1,94 @@
+"""Faults during encoding: a worker node dies mid-run; the driver is killed and the run is resumed."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.grids import MANIFEST_NAME, grid_uri, read_grid
+from slidegrid.manifest import read_manifest
+from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+
+REPO = Path(__file__).resolve().parents[1]
+TILE = 64
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("faults")
+    for i in range(6):
+        write_synthetic_slide(str(root / f"f{i}.tiff"), SyntheticSpec(width=2048, height=2048, seed=40 + i))
+    return root
+
+
+@pytest.fixture(scope="module")
+def clean(archive, tmp_path_factory, ray_local):
+    out = tmp_path_factory.mktemp("clean")
+    run_encode(EncodeConfig(input=str(archive), out=str(out), tile_size=TILE, dtype="float32", mlflow=False,
+                            progress=False))
+    return out
+
+
+def _same_grids(a: Path, b: Path, ids: list[str]) -> None:
+    for sid in ids:
+        ga, gb = read_grid(grid_uri(str(a), sid)), read_grid(grid_uri(str(b), sid))
+        order_a = np.lexsort((ga.col, ga.row))
+        order_b = np.lexsort((gb.col, gb.row))
+        np.testing.assert_array_equal(ga.row[order_a], gb.row[order_b])
+        np.testing.assert_array_equal(ga.embedding[order_a], gb.embedding[order_b])
+
+
+@pytest.mark.slow
+def test_worker_node_dies_mid_run(archive, clean, tmp_path):
+    out = tmp_path / "faulty"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    proc = subprocess.run([sys.executable, str(REPO / "tests" / "scenarios" / "node_failure.py"), str(archive),
+                           str(out), str(TILE)], capture_output=True, text=True, env=env, timeout=600)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(line[7:])
+    assert report["removed_mid_run"], "the node was removed after the job ended: the test proved nothing"
+    assert sorted(r["status"] for r in report["results"]) == ["ok"] * 6, [r["error"] for r in report["results"]]
+    ids = [f"f{i}" for i in range(6)]
+    assert sorted(os.path.basename(p) for p in glob.glob(str(out / "*.parquet"))) == sorted(
+        [f"{i}.parquet" for i in ids] + [MANIFEST_NAME])
+    _same_grids(out, clean, ids)
+
+
+@pytest.mark.slow
+def test_killed_driver_then_rerun_finishes_each_slide_once(archive, clean, tmp_path):
+    out = tmp_path / "resumed"
+    cmd = [sys.executable, str(REPO / "jobs" / "encode.py"), str(archive), "--out", str(out), "--tile-size",
+           str(TILE), "--dtype", "float32", "--no-mlflow", "--no-progress"]
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not glob.glob(str(out / "f*.parquet")):
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray die together, like a lost laptop
+    proc.wait()
+    first = {os.path.basename(p) for p in glob.glob(str(out / "f*.parquet"))}
+    assert 0 < len(first) < 6, f"kill did not land mid-run: {first}"
+    for p in glob.glob(str(out / "f*.parquet")):  # whatever is under a final name is a whole grid
+        read_grid(p)
+    results = {r.slide_id: r for r in run_encode(EncodeConfig(input=str(archive), out=str(out), tile_size=TILE,
+                                                              dtype="float32", mlflow=False,
+                                                              progress=False)).results}
+    assert all(r.status == "ok" for r in results.values())
+    assert {f"{s}.parquet" for s, r in results.items() if r.reused} == first
+    assert not glob.glob(str(out / ".*.tmp")), "temporary files of the killed run were left behind"
+    manifest = read_manifest(str(out / MANIFEST_NAME))
+    assert sorted(manifest) == [f"f{i}" for i in range(6)]
+    _same_grids(out, clean, list(manifest))

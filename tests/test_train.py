@@ -1,0 +1,158 @@
+"""Whole-slide learning end to end: Ray Train (2 workers), resume after a killed worker, MLflow, predict, Tune."""
+
+from __future__ import annotations
+
+import csv
+import os
+import threading
+import time
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from slidegrid.annotations import Annotation, write_geojson
+from slidegrid.cli import main
+from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.train.config import build_train_config
+from slidegrid.train.fit import fit
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory, ray_local):
+    """16 labelled synthetic slides (half with tumour), encoded with mean-rgb on 64-px tiles."""
+    root = tmp_path_factory.mktemp("train")
+    rows = []
+    for i in range(16):
+        tumour = i % 2
+        truth = write_synthetic_slide(str(root / f"t{i}.tiff"), SyntheticSpec(
+            width=2048, height=1536, seed=100 + i, n_tumours=tumour, tumour_radius_um=(150, 250), n_tissue_blobs=2))
+        ann = ""
+        if tumour:
+            ann = str(root / f"t{i}.geojson")
+            write_geojson([Annotation(p, [], "Tumor") for p in truth.tumour_polygons], ann)
+        rows.append({"slide_id": f"t{i}", "uri": str(root / f"t{i}.tiff"), "label": "tumor" if tumour else "normal",
+                     "target": truth.tumour_area_um2 / 1e4, "fold": (i // 2) % 4, "annotation": ann})
+    with open(root / "cohort.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    run_encode(EncodeConfig(input=str(root / "cohort.csv"), out=str(root / "grids"), tile_size=64, dtype="float32",
+                            mlflow=False, progress=False))
+    return root
+
+
+def _cfg(root, out, **kw):
+    base = {"grids": str(root / "grids"), "cohort": str(root / "cohort.csv"), "out": str(out), "val_fold": 0,
+            "optimizer": "adam", "lr": 0.01, "patience": 0, "epochs": 12, "model_kwargs": {"maps": 4}}
+    base.update(kw)
+    return build_train_config(base)
+
+
+@pytest.mark.slow
+def test_attention_learns_with_two_workers_and_is_tracked(cohort, tmp_path, capsys):
+    result = fit(_cfg(cohort, tmp_path / "run", workers=2))
+    assert len(result.history) == 12
+    assert result.metrics["val_auc"] > 0.9  # held-out fold: chance is 0.5
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/run/mlflow/mlflow.db")
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["model"] == "attention" and run.data.params["workers"] == "2"
+    assert "val_auc" in run.data.metrics and "heldout_auc" in run.data.metrics
+    history = mlflow.tracking.MlflowClient().get_metric_history(result.run_id, "train_loss")
+    assert len(history) == 12 and history[-1].value < history[0].value
+    files = {a.path for a in mlflow.artifacts.list_artifacts(run_id=result.run_id, artifact_path="evaluation")}
+    assert "evaluation/roc.png" in files and any(f.endswith("_heatmap.png") for f in files)
+    assert result.model_uri == "models:/slidegrid-attention-classification/1"
+    # predict with the registered model, as a user would
+    code = main(["predict", "--grids", str(cohort / "grids"), "--model", result.model_uri, "--tracking-uri",
+                 f"sqlite:///{tmp_path}/run/mlflow/mlflow.db", "--out", str(tmp_path / "pred")])
+    assert code == 0
+    pred = pd.read_csv(tmp_path / "pred" / "predictions.csv")
+    truth = pd.read_csv(cohort / "cohort.csv").set_index("slide_id")["label"]
+    predicted = pred.set_index("slide_id")["prediction"].reindex(truth.index)
+    assert (predicted == truth).mean() > 0.85
+    assert len(os.listdir(tmp_path / "pred" / "heatmaps")) == 16
+
+
+def _kill_a_train_worker_after_first_checkpoint(storage: str, done: threading.Event, killed: list) -> None:
+    import psutil
+
+    while not done.is_set():
+        # a few epochs in, so that at least one checkpoint is fully registered with Ray Train
+        if sum(d.startswith("checkpoint_") for _, dirs, _ in os.walk(storage) for d in dirs) >= 3:
+            for p in psutil.process_iter(["cmdline"]):
+                if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
+                    p.kill()
+                    killed.append(p.pid)
+                    return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_last_checkpoint(cohort, tmp_path):
+    cfg = _cfg(cohort, tmp_path / "r", epochs=30, max_failures=3, model="nic-cnn", crop=16, test_crops=2,
+               model_kwargs={"width": 16, "depth": 4})
+    done, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_a_train_worker_after_first_checkpoint,
+                              args=(str(tmp_path / "r" / "checkpoints"), done, killed))
+    killer.start()
+    try:
+        result = fit(cfg, log_to_mlflow=False)
+    finally:
+        done.set()
+        killer.join()
+    assert killed, "no Ray Train worker was killed: the test proved nothing"
+    assert [h["epoch"] for h in result.history] == list(range(30))  # every epoch once, none repeated
+    assert result.history[-1]["resumed_from"] > 0, "the run restarted from scratch instead of the checkpoint"
+
+
+def test_segmentation_and_regression_tasks_run(cohort, tmp_path):
+    seg = fit(_cfg(cohort, tmp_path / "s", model="ran-cnn", task="segmentation", epochs=3, subgrid=8,
+                   batch_size=4, model_kwargs={"width": 16}), log_to_mlflow=False)
+    assert "val_dice" in seg.metrics and np.isfinite(seg.metrics["val_loss"])
+    reg = fit(_cfg(cohort, tmp_path / "g", task="regression", epochs=3), log_to_mlflow=False)
+    assert "val_spearman" in reg.metrics
+
+
+@pytest.mark.slow
+def test_tune_sweep_saves_best_and_nests_runs(cohort, tmp_path):
+    space = tmp_path / "space.yaml"
+    space.write_text("metric: val_loss\nmode: min\nparams:\n  lr: {loguniform: [0.001, 0.03]}\n")
+    code = main(["tune", "--grids", str(cohort / "grids"), "--cohort", str(cohort / "cohort.csv"), "--out",
+                 str(tmp_path / "t"), "--space", str(space), "--trials", "2", "--epochs", "2", "--val-fold", "0"])
+    assert code == 0
+    import yaml
+
+    best = yaml.safe_load((tmp_path / "t" / "best.yaml").read_text())
+    assert best["trials"] == 2 and 0.001 <= best["best_params"]["lr"] <= 0.03
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/t/mlflow/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["slidegrid-tune"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
+    assert len(parents) == 1 and len(children) == 2
+
+
+def test_config_errors_name_the_option(tmp_path):
+    from slidegrid.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--model"):
+        build_train_config({"grids": "g", "cohort": "c", "out": "o", "model": "ran-cnn", "task": "classification"})
+    bad = tmp_path / "c.yaml"
+    bad.write_text("epochz: 3\n")
+    with pytest.raises(ConfigError, match="epochz"):
+        build_train_config({"grids": "g", "cohort": "c", "out": "o"}, str(bad))
+
+
+@pytest.mark.slow
+def test_cross_validation_runs_one_model_per_fold(cohort, tmp_path, capsys):
+    df = pd.read_csv(cohort / "cohort.csv")
+    df["fold"] = df["fold"] % 2
+    df.to_csv(tmp_path / "two_folds.csv", index=False)
+    code = main(["train", "--grids", str(cohort / "grids"), "--cohort", str(tmp_path / "two_folds.csv"), "--out",
+                 str(tmp_path / "cv"), "--epochs", "2", "--cv", "--register-as", "cv-model"])
+    out = capsys.readouterr().out
+    assert code == 0 and "fold 0:" in out and "fold 1:" in out and "2-fold cross-validation, mean:" in out
+    assert (tmp_path / "cv" / "fold0" / "final-checkpoint").is_dir()
+    assert (tmp_path / "cv" / "fold1" / "final-checkpoint").is_dir()
