@@ -32,6 +32,11 @@ def ray_head(tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("head")
     gcs, dash = _port(), _port()
+    # Every port the head opens is a free one: the session's embedded Ray (other tests) already holds the
+    # defaults (e.g. the dashboard agent's 52365), and a head whose agent cannot bind never accepts jobs.
+    agent_ports = [f"--{name}={_port()}" for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
+        "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     # The head (and the job drivers it spawns) run this environment's Python, as a cluster's image would.
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": venv_bin + os.pathsep + os.environ.get("PATH", "")}
@@ -39,7 +44,7 @@ def ray_head(tmp_path_factory):
     ray_bin = str(Path(venv_bin) / "ray")
     head = subprocess.Popen([ray_bin, "start", "--head", "--block", f"--port={gcs}", "--node-ip-address=127.0.0.1",
                              "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2",
-                             "--include-dashboard=true", f"--temp-dir={tmp}/ray"],
+                             "--include-dashboard=true", f"--temp-dir={tmp}/ray", *agent_ports],
                             env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{dash}"
     client = None
@@ -63,16 +68,16 @@ def ray_head(tmp_path_factory):
         head.wait()
 
 
-def _submit(client, entrypoint: str) -> str:
+def _submit(client, entrypoint: str, within: float = 120) -> str:
     """Submit, retrying while the head's job agent is still starting (the HTTP API answers before it)."""
-    for _ in range(90):
+    deadline = time.time() + within
+    while True:
         try:
             return client.submit_job(entrypoint=entrypoint, runtime_env=RUNTIME_ENV)
         except RuntimeError as exc:
-            if "No available agent" not in str(exc):
+            if "No available agent" not in str(exc) or time.time() > deadline:
                 raise
             time.sleep(1)
-    raise TimeoutError("the Ray head never accepted the job")
 
 
 def _wait(client, job_id: str, timeout: float = 300):
