@@ -29,29 +29,38 @@ def run_name(cfg: TrainConfig) -> str:
     return cfg.name or f"{cfg.model}-{cfg.task}" + (f"-fold{cfg.val_fold}" if cfg.val_fold is not None else "")
 
 
-def train_with_ray(cfg: TrainConfig, callbacks: list | None = None):
-    """Run the Ray Train loop for a config and return Ray's Result."""
+def run_trainer(loop, loop_config: dict[str, Any], name: str, storage: str, workers: int = 1,
+                gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_failures: int = 2,
+                callbacks: list | None = None, datasets: dict[str, Any] | None = None):
+    """Run a Ray Train loop on `workers` workers (same name + storage = resume) and return Ray's Result."""
     import ray.train
     from ray.train.torch import TorchTrainer
 
     from ..runtime import init_ray
-    from .loop import train_loop
 
     init_ray()
-    storage = cfg.storage or os.path.abspath(join(cfg.out, "checkpoints"))
     trainer = TorchTrainer(
-        train_loop,
-        train_loop_config=cfg.to_dict(),
+        loop,
+        train_loop_config=loop_config,
+        datasets=datasets,
         scaling_config=ray.train.ScalingConfig(
-            num_workers=cfg.workers, use_gpu=cfg.gpus_per_worker > 0,
-            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": cfg.gpus_per_worker}
-                                                                  if cfg.gpus_per_worker else {})}),
+            num_workers=workers, use_gpu=gpus_per_worker > 0,
+            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}),
         run_config=ray.train.RunConfig(
-            name=run_name(cfg), storage_path=storage, callbacks=callbacks or [],
-            failure_config=ray.train.FailureConfig(max_failures=cfg.max_failures),
+            name=name, storage_path=storage, callbacks=callbacks or [],
+            failure_config=ray.train.FailureConfig(max_failures=max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
     )
     return trainer.fit()
+
+
+def train_with_ray(cfg: TrainConfig, callbacks: list | None = None):
+    """Run the Ray Train loop for a config and return Ray's Result."""
+    from .loop import train_loop
+
+    storage = cfg.storage or os.path.abspath(join(cfg.out, "checkpoints"))
+    return run_trainer(train_loop, cfg.to_dict(), run_name(cfg), storage, cfg.workers, cfg.gpus_per_worker,
+                       cfg.cpus_per_worker, cfg.max_failures, callbacks)
 
 
 def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None = None) -> FitResult:
