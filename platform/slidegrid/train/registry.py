@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .config import TrainConfig
-from .tracking import resolve_tracking_uri, safe_params, use_experiment
+from .tracking import log_history, resolve_tracking_uri, safe_params, use_experiment
 
 
 def load_checkpoint_model(ckpt_dir: str, cfg: TrainConfig):
@@ -99,11 +99,7 @@ def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: 
                                       | {f"model_kwargs.{k}": v for k, v in cfg.model_kwargs.items()}))
         mlflow.set_tags({"slidegrid.classes": json.dumps(classes), "slidegrid.model": cfg.model,
                          "slidegrid.task": cfg.task})
-        for row in history:
-            step = int(row.get("epoch", 0))
-            mlflow.log_metrics({k: float(v) for k, v in row.items()
-                                if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"
-                                and np.isfinite(v)}, step=step)
+        log_history(history)
         with tempfile.TemporaryDirectory() as d:
             mlflow.log_metrics(_plots(cfg, model, classes, d))
             from ..predict import write_heatmaps

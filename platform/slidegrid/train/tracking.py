@@ -57,6 +57,18 @@ def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
     return flat
 
 
+def log_history(history: list[Mapping[str, Any]]) -> None:
+    """Every epoch's numeric metrics to the active MLflow run, at step = epoch (NaN/inf skipped)."""
+    import math
+
+    import mlflow
+
+    for row in history:
+        mlflow.log_metrics({k: float(v) for k, v in row.items()
+                            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "epoch"
+                            and math.isfinite(v)}, step=int(row.get("epoch", 0)))
+
+
 def log_encode_run(config: EncodeConfig, results: list[SlideResult], tiles: int, seconds: float,
                    manifest_uri: str) -> str | None:
     """One MLflow run per encode: settings, throughput, outcome counts and the manifest as an artifact."""
