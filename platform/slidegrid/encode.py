@@ -286,6 +286,11 @@ class _SlideBuffer:
 def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool]:
     """Build the encoder once on the driver (CPU) to fail early and learn its size, digest and weight."""
     enc = build_encoder(EncoderSpec(config.encoder, config.weights, device="cpu"))
+    # A learned encoder's weights fix the tile geometry it sees (its preprocessing travels with the weights).
+    if enc.tile_size is not None and (enc.tile_size != config.tile_size or abs(enc.mpp - config.mpp) > 1e-9):
+        raise ConfigError("--tile-size", f"encoder {config.encoder} ({config.weights}) was trained on "
+                                         f"{enc.tile_size}-px tiles at {enc.mpp:g} µm/px; encode with --tile-size "
+                                         f"{enc.tile_size} --mpp {enc.mpp:g}")
     return enc.dim, enc.weights_digest, enc.light
 
 

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from ..errors import ConfigError
 from .base import Encoder, EncoderSpec
+from .learned import METHODS as LEARNED_METHODS
 from .mean_rgb import MeanRGBEncoder
 
 # name -> factory(spec). Prefix entries ("timm:") take the rest of the name as an argument.
@@ -32,6 +33,19 @@ def _timm(arch: str, spec: EncoderSpec) -> Encoder:
 
 
 register_prefix("timm", _timm)
+
+
+def _learned(method: str) -> Callable[[EncoderSpec], Encoder]:
+    def factory(spec: EncoderSpec) -> Encoder:
+        from .learned import build_learned
+
+        return build_learned(method, spec)
+
+    return factory
+
+
+for _method in LEARNED_METHODS:  # trained by `slidegrid train-encoder`
+    register(_method, _learned(_method))
 
 
 def available() -> list[str]:

@@ -26,6 +26,9 @@ class Encoder(ABC):
     dim: int
     # True when encoding costs next to nothing (runs fine beside the decoders on a shared CPU).
     light: bool = False
+    # The tile side (px) and µm/px the weights were trained on; None where any geometry is fine.
+    tile_size: int | None = None
+    mpp: float | None = None
 
     @abstractmethod
     def encode(self, tiles: np.ndarray) -> np.ndarray:

@@ -15,8 +15,8 @@ def is_mlflow_uri(weights: str | None) -> bool:
     return bool(weights) and weights.startswith(MLFLOW_SCHEMES)
 
 
-def load_state_dict(path: str, encoder: str) -> tuple[dict, str]:
-    """A state dict from a .pt/.pth/.bin (torch, weights only) or .safetensors file, and its digest."""
+def read_checkpoint(path: str, encoder: str):
+    """The object saved in a .pt/.pth/.bin (torch, weights only) or .safetensors file, and its digest."""
     import torch
 
     if not os.path.isfile(path):
@@ -34,6 +34,12 @@ def load_state_dict(path: str, encoder: str) -> tuple[dict, str]:
     except Exception as exc:
         raise ConfigError(path, f"cannot load weights ({type(exc).__name__}: {exc}); expected a torch "
                                 "state dict (.pt/.pth) or .safetensors file") from None
+    return state, digest
+
+
+def load_state_dict(path: str, encoder: str) -> tuple[dict, str]:
+    """A state dict from a .pt/.pth/.bin (torch, weights only) or .safetensors file, and its digest."""
+    state, digest = read_checkpoint(path, encoder)
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

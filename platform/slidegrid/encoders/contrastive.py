@@ -1,0 +1,50 @@
+"""NIC's contrastive encoder (papers/nic-neural-image-compression.txt §2.2): a two-branch Siamese network
+classifying pairs of patches as *same* location (y = 1) or *different* (y = 0).
+
+Both branches are one shared encoder E; a small head sees |e1 - e2| and e1 * e2 (symmetric in the pair) and
+outputs the logit of *same*. Trained with binary cross-entropy; the representation is E's output.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .method import Sync, TileMethod, no_sync, optimize
+from .nets import ConvEncoder, NetConfig
+
+
+class Siamese(TileMethod):
+    """Shared encoder + pair classifier."""
+
+    name = "contrastive"
+
+    def __init__(self, net: NetConfig, hidden: int = 128) -> None:
+        super().__init__(net)
+        self.enc = ConvEncoder(net, net.code_size)
+        self.head = nn.Sequential(nn.Linear(2 * net.code_size, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+
+    @property
+    def encoder(self) -> ConvEncoder:
+        """The shared branch E."""
+        return self.enc
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
+        """Logit of *same* for each pair."""
+        # One pass over both halves: BatchNorm sees the same statistics for either branch.
+        e1, e2 = self.enc(torch.cat([x1, x2])).chunk(2)
+        return self.head(torch.cat([(e1 - e2).abs(), e1 * e2], dim=1)).squeeze(1)
+
+    def optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        """One Adam over E and the head."""
+        return [torch.optim.Adam(self.parameters(), lr=lr)]
+
+    def training_step(self, batch: dict[str, torch.Tensor], opts: list[torch.optim.Optimizer],
+                      sync: Sync = no_sync) -> dict[str, float]:
+        """Binary cross-entropy on same/different; also reports the pair accuracy."""
+        logit = self(batch["image"], batch["image2"])
+        y = batch["same"].float()
+        loss = F.binary_cross_entropy_with_logits(logit, y)
+        optimize(loss, opts[0], list(self.parameters()), sync)
+        return {"loss": loss.item(), "pair_accuracy": float(((logit > 0).float() == y).float().mean())}

@@ -1,0 +1,120 @@
+"""Learned tile encoders in the registry: `--encoder vae|contrastive|bigan|supervised --weights W`, where W is
+a file written by `slidegrid train-encoder`, an MLflow model URI of one, or `random` (untrained, NIC §4.4's
+lower bound). The file/module carries its preprocessing: method, network geometry, tile size, mpp and
+normalization, so encoding applies exactly what training saw.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from ..errors import ConfigError
+from .base import EncoderSpec
+
+if TYPE_CHECKING:
+    from .method import TileMethod
+    from .nets import Embedder, NetConfig
+    from .torch_encoder import TorchEncoder
+
+METHODS = ("vae", "contrastive", "bigan", "supervised")
+# `--weights random` has no file to read the geometry from: NIC's P = 128 px at 0.5 µm/px, C = 128 (§4.3).
+RANDOM_MPP = 0.5
+
+
+def build_method(method: str, net: NetConfig, **kwargs: Any) -> TileMethod:
+    """The trainable networks of a method."""
+    from .bigan import BiGAN
+    from .contrastive import Siamese
+    from .supervised import TileClassifier
+    from .vae import VAE
+
+    classes = {"vae": VAE, "contrastive": Siamese, "bigan": BiGAN, "supervised": TileClassifier}
+    if method not in classes:
+        raise ConfigError("--method", f"{method!r} is not one of {', '.join(METHODS)}")
+    return classes[method](net, **kwargs)
+
+
+def encoder_meta(method: TileMethod, mpp: float) -> dict[str, Any]:
+    """The preprocessing and geometry that travel with a trained encoder."""
+    from .. import __version__
+    from .nets import NORM_MEAN, NORM_STD
+
+    return {"method": method.name, "net": method.net.to_dict(), "out_features": method.encoder.fc.out_features,
+            "relu": method.relu_embedding, "tile_size": method.net.tile_size, "mpp": float(mpp),
+            "mean": list(NORM_MEAN), "std": list(NORM_STD), "slidegrid_version": __version__}
+
+
+def save_encoder(path: str, method: TileMethod, mpp: float) -> str:
+    """Write the embedder (weights + meta) as a torch file loadable with weights_only=True; returns the path."""
+    import torch
+
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    torch.save({"slidegrid_encoder": encoder_meta(method, mpp),
+                "state_dict": method.embedder({}).state_dict()}, tmp)
+    os.replace(tmp, path)  # atomic: a killed run never leaves half a weights file under the final name
+    return path
+
+
+def embedder_from_meta(meta: dict[str, Any]) -> Embedder:
+    """An (untrained) Embedder with the geometry a meta dict describes."""
+    from .nets import ConvEncoder, Embedder, NetConfig
+
+    net = NetConfig(**meta["net"])
+    return Embedder(ConvEncoder(net, int(meta["out_features"])), net.code_size, bool(meta["relu"]), meta)
+
+
+def _load_file(path: str, name: str) -> tuple[Embedder, str]:
+    from .weights import read_checkpoint
+
+    obj, digest = read_checkpoint(path, name)
+    if not isinstance(obj, dict) or "slidegrid_encoder" not in obj:
+        raise ConfigError(path, f"not a slidegrid encoder file; train one with `slidegrid train-encoder --method "
+                                f"{name}` (or use --encoder timm:ARCH for timm checkpoints)")
+    embedder = embedder_from_meta(obj["slidegrid_encoder"])
+    try:
+        embedder.load_state_dict(obj["state_dict"])
+    except RuntimeError as exc:
+        raise ConfigError(path, f"weights do not fit the encoder they describe ({str(exc)[:200]})") from None
+    return embedder, digest
+
+
+def build_learned(name: str, spec: EncoderSpec) -> TorchEncoder:
+    """The registry factory of a learned method: weights from a file, an MLflow URI, or `random`."""
+    from .nets import NetConfig
+    from .weights import is_mlflow_uri, load_mlflow_module
+
+    if not spec.weights:
+        raise ConfigError(name, "needs --weights: a file written by `slidegrid train-encoder`, its MLflow model URI "
+                                "(models:/slidegrid-encoder-NAME/VERSION), or 'random' for an untrained network")
+    if spec.weights == "random":
+        import torch
+
+        # The same "random" encoder every time (its grids' settings hash stays valid), without touching the
+        # caller's random state.
+        with torch.random.fork_rng():
+            torch.manual_seed(0)
+            method = build_method(name, NetConfig())
+        embedder, digest = method.embedder(encoder_meta(method, RANDOM_MPP)), "random"
+    elif is_mlflow_uri(spec.weights):
+        embedder, digest = load_mlflow_module(spec.weights)
+        if not hasattr(embedder, "meta"):
+            raise ConfigError(spec.weights, "the MLflow model is not a slidegrid encoder (no preprocessing meta)")
+    else:
+        embedder, digest = _load_file(spec.weights, name)
+    if embedder.meta["method"] != name:
+        raise ConfigError(spec.weights, f"holds a {embedder.meta['method']} encoder, not {name}; pass --encoder "
+                                        f"{embedder.meta['method']}")
+    return as_encoder(embedder, spec, digest)
+
+
+def as_encoder(embedder: Embedder, spec: EncoderSpec, digest: str) -> TorchEncoder:
+    """An Embedder as a registry Encoder, normalizing tiles as its meta says and pinned to its tile geometry."""
+    from .torch_encoder import TorchEncoder
+
+    meta = embedder.meta
+    enc = TorchEncoder(spec.name, embedder, embedder.code_size, tuple(meta["mean"]), tuple(meta["std"]), spec,
+                       digest)
+    enc.tile_size, enc.mpp = int(meta["tile_size"]), float(meta["mpp"])
+    return enc

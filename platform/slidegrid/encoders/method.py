@@ -1,0 +1,62 @@
+"""What a trainable tile-encoding method is: networks, their optimizers, one training step, and the embedder
+that `slidegrid encode` runs afterwards (papers/nic-neural-image-compression.txt §2; RAN §3).
+
+Steps take a `sync` callback that averages gradients across Ray Train workers between backward() and step():
+DDP's arithmetic, done explicitly because BiGAN alternates two optimizers over parts of one module, which
+DDP's forward hooks do not follow.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from .nets import ConvEncoder, Embedder, NetConfig
+
+Sync = Callable[[Iterable[nn.Parameter]], None]
+
+
+def no_sync(params: Iterable[nn.Parameter]) -> None:
+    """The single-process `sync`: gradients stay as they are."""
+
+
+def optimize(loss: torch.Tensor, opt: torch.optim.Optimizer, params: list[nn.Parameter], sync: Sync) -> None:
+    """One optimizer step on `loss` with gradients averaged across workers."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    sync(params)
+    opt.step()
+
+
+class TileMethod(nn.Module, ABC):
+    """A representation-learning method: trains on batches of tiles, yields a ConvEncoder-based embedder."""
+
+    name: str
+    # The part of the ConvEncoder output that is the representation, and whether it is rectified (see Embedder).
+    relu_embedding: bool = False
+
+    def __init__(self, net: NetConfig) -> None:
+        super().__init__()
+        self.net = net
+
+    @property
+    @abstractmethod
+    def encoder(self) -> ConvEncoder:
+        """The network whose output holds the representation."""
+
+    @abstractmethod
+    def optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        """The method's optimizers (Adam, as in NIC's training protocol)."""
+
+    @abstractmethod
+    def training_step(self, batch: dict[str, torch.Tensor], opts: list[torch.optim.Optimizer],
+                      sync: Sync = no_sync) -> dict[str, float]:
+        """One step on a batch of normalized tiles; returns the step's losses (key `loss` is the objective)."""
+
+    def embedder(self, meta: dict[str, Any]) -> Embedder:
+        """The trained encoder as an Embedder (shares weights with this module)."""
+        return Embedder(self.encoder, self.net.code_size, self.relu_embedding, meta)

@@ -1,0 +1,49 @@
+"""Driver side of `train-encoder`: plan and sample the tile dataset, run the Ray Train loop, write the encoder
+file that `slidegrid encode --encoder METHOD --weights FILE` reads, and track + register it in MLflow."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from .encoder_config import EncoderTrainConfig
+
+
+@dataclass
+class EncoderFitResult:
+    """What an encoder training run produced."""
+
+    history: list[dict[str, Any]]  # every epoch's metrics
+    encoder_file: str  # --weights for `slidegrid encode --encoder METHOD`
+    checkpoint_dir: str  # the last Ray Train checkpoint (full training state)
+    run_id: str | None  # MLflow run
+    model_uri: str | None  # MLflow model URI (registered version)
+
+
+def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
+    """Train one encoder with Ray Train on tiles streamed from the archive (resuming a run of the same name)."""
+    import torch
+
+    from ..encoders.learned import save_encoder
+    from .encoder_loop import encoder_train_loop, method_for
+    from .fit import run_trainer
+    from .tile_data import plan_archive, sample_rows, tile_dataset
+
+    out = os.path.abspath(cfg.out)
+    rows = sample_rows(cfg, plan_archive(cfg))
+    result = run_trainer(encoder_train_loop, cfg.to_dict(), cfg.run_name, cfg.storage or os.path.join(out, "checkpoints"),
+                         cfg.workers, cfg.gpus_per_worker, cfg.cpus_per_worker, cfg.max_failures,
+                         datasets={"train": tile_dataset(cfg, rows)})
+    ckpt_dir = result.checkpoint.to_directory(os.path.join(out, "final-checkpoint"))
+    state = torch.load(os.path.join(ckpt_dir, "state.pt"), map_location="cpu", weights_only=True)
+    method = method_for(cfg)
+    method.load_state_dict(state["method"])
+    method.eval()
+    path = save_encoder(os.path.join(out, f"encoder-{cfg.method}.pt"), method, cfg.mpp)
+    run_id = model_uri = None
+    if cfg.mlflow:
+        from .encoder_registry import log_encoder_run
+
+        run_id, model_uri = log_encoder_run(cfg, state["history"], method, path)
+    return EncoderFitResult(state["history"], path, ckpt_dir, run_id, model_uri)
