@@ -126,6 +126,14 @@ def _grid_positions(extent: int, size0: float, step: int, scale: float) -> np.nd
     return pos[pos + size0 <= extent + _EPS]
 
 
+def tissue_fraction(tissue: TissueMask, x: np.ndarray, y: np.ndarray, size0: float,
+                    slide_mpp: float) -> np.ndarray:
+    """Exact tissue fraction under squares of side `size0` level-0 px whose top-lefts are level-0 (x, y)."""
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    f = slide_mpp / tissue.mpp  # mask px per level-0 px
+    return _box_mean(tissue.mask, x * f, y * f, (x + size0) * f, (y + size0) * f)
+
+
 def tile_grid(dimensions: tuple[int, int], slide_mpp: float, spec: GridSpec,
               tissue: TissueMask | None = None) -> TileGrid:
     """Every complete tile of the grid with at least `spec.min_tissue` tissue (every tile when `tissue` is None).
@@ -142,8 +150,7 @@ def tile_grid(dimensions: tuple[int, int], slide_mpp: float, spec: GridSpec,
     if tissue is None:
         frac, keep = np.ones(len(x)), np.ones(len(x), bool)
     else:
-        f = slide_mpp / tissue.mpp  # mask px per level-0 px
-        frac = _box_mean(tissue.mask, x * f, y * f, (x + size0) * f, (y + size0) * f)
+        frac = tissue_fraction(tissue, x, y, size0, slide_mpp)
         keep = frac >= spec.min_tissue - _EPS  # a tile exactly at the threshold stays despite float error
     return TileGrid(spec=spec, slide_mpp=slide_mpp, dimensions=(W, H), shape=(len(ys), len(xs)),
                     row=rr[keep].astype(np.int32), col=cc[keep].astype(np.int32), x=x[keep], y=y[keep],

@@ -20,7 +20,7 @@ SEG_MODELS = (*MEMBERS, "ensemble")
 PAPER_ENSEMBLE = tuple(ARCHITECTURES)
 MRN_MPPS = (0.5, 1.0, 2.0, 4.0)
 # --tiny: small members that train on a CPU in seconds (tests, smoke runs); nothing is downloaded either way.
-TINY_SMP = {"encoder": "resnet18", "encoder_depth": 3, "decoder_channels": (32, 16, 8)}
+TINY_SMP = {"encoder": "tu-mobilenetv3_small_050", "encoder_depth": 3, "decoder_channels": (16, 8, 8)}
 TINY_MRN = {"width": 8, "depth": 2}
 
 
@@ -109,7 +109,7 @@ class SegTrainConfig:
             if self.encoder_depth:
                 kw["encoder_depth"] = self.encoder_depth
                 if "decoder_channels" in kw:
-                    kw["decoder_channels"] = tuple(max(8, 256 >> i) for i in range(self.encoder_depth))
+                    kw["decoder_channels"] = tuple(max(8, 64 >> i) for i in range(self.encoder_depth))
             if member.startswith("deeplab"):
                 kw.pop("decoder_channels", None)
         return {**kw, **self.model_kwargs}
