@@ -392,6 +392,122 @@ def _register_train_encoder(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_train_encoder)
 
 
+# -- train-seg / segment ------------------------------------------------------------------------
+
+def _train_seg(args: argparse.Namespace) -> int:
+    from .train.seg_config import SegTrainConfig
+    from .train.seg_fit import summary, train_segmentation
+
+    values = {k: getattr(args, k) for k in ("cohort", "out", "model", "epochs", "lr", "lr_step", "lr_gamma",
+                                            "freeze_epochs", "patience", "batch_size", "patch_size", "mpp",
+                                            "patches_per_slide", "val_patches_per_slide", "encoder",
+                                            "encoder_depth", "val_fold", "workers", "gpus_per_worker", "storage",
+                                            "name", "tracking_uri", "register_as", "seed")}
+    values = {k: v for k, v in values.items() if v is not None}
+    if args.members:
+        values["members"] = tuple(m.strip() for m in args.members.split(",") if m.strip())
+    if args.mpps:
+        values["mpps"] = tuple(float(m) for m in args.mpps.split(","))
+    cfg = SegTrainConfig(**values, tiny=args.tiny, augment=not args.no_augment,
+                         storage_options=parse_storage_options(args.storage_options))
+    report = train_segmentation(cfg)
+    for row in summary(report):
+        print(f"member {row['member']} (validated on fold {row['val_fold']}): best epoch {row['epoch']}, "
+              f"val_loss {row['val_loss']:.4f}, val_dice {row['val_dice']:.4f}")
+    print(f"ensemble: {report.checkpoint}")
+    print(f"model: {report.model_uri}")
+    return 0
+
+
+def _register_train_seg(sub: argparse._SubParsersAction) -> None:
+    from .train.seg_config import SEG_MODELS
+
+    p = sub.add_parser("train-seg", help="train tumour segmentation members / an ensemble on annotated slides",
+                       description="Patches streamed from slides + annotations (Ray Data), one Ray Train run per "
+                       "member, ensemble members on different folds in parallel (Ray Tune), tracked and "
+                       "registered in MLflow. Writes OUT/ensemble.pt.")
+    p.add_argument("--cohort", required=True, help="cohort table with slide_id, uri, fold and `annotation`")
+    p.add_argument("--out", required=True, help="output folder (checkpoints, ensemble.pt, MLflow store)")
+    p.add_argument("--model", default="ensemble", help=" | ".join(SEG_MODELS))
+    p.add_argument("--members", default=None, help="ensemble members, comma-separated (default: the paper's "
+                   "unet-densenet121,unet-inceptionresnetv2,deeplabv3plus-xception), one fold each")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr-step", type=int, default=None, help="epochs between LR decays")
+    p.add_argument("--lr-gamma", type=float, default=None)
+    p.add_argument("--freeze-epochs", type=int, default=None, help="epochs with the encoder frozen (default 2)")
+    p.add_argument("--patience", type=int, default=None, help="early stopping patience on val loss (0: off)")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--patch-size", type=int, default=None, help="training patch side in px (default 256)")
+    p.add_argument("--mpp", type=float, default=None, help="patch resolution in µm/px (default 0.5)")
+    p.add_argument("--mpps", default=None, help="MRN resolutions, comma-separated (default mpp x 1,2,4,8)")
+    p.add_argument("--patches-per-slide", type=int, default=None, help="training patches per slide and epoch")
+    p.add_argument("--val-patches-per-slide", type=int, default=None)
+    p.add_argument("--encoder", default=None, help="encoder override for U-Net/DeepLab members (smp/timm name)")
+    p.add_argument("--encoder-depth", type=int, default=None, help="encoder stages, 3..5")
+    p.add_argument("--tiny", action="store_true", help="small members for CPU smoke runs and tests")
+    p.add_argument("--no-augment", action="store_true", help="no flips/rotations/blur/colour jitter")
+    p.add_argument("--val-fold", type=int, default=None, help="single member: fold held out (default lowest)")
+    p.add_argument("--workers", type=int, default=None, help="Ray Train workers per member")
+    p.add_argument("--gpus-per-worker", type=float, default=None)
+    p.add_argument("--storage", default=None, help="Ray Train checkpoint storage (default OUT/checkpoints)")
+    p.add_argument("--name", default=None, help="run name; the same name and storage resume a run")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
+    p.add_argument("--register-as", default=None, help="MLflow registered model name")
+    p.add_argument("--seed", type=int, default=None)
+    _add_storage(p)
+    p.set_defaults(func=_train_seg)
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from .encode import exit_code, summarize
+    from .segment import SegmentConfig, run_segment
+
+    config = SegmentConfig(
+        input=args.input, model=args.model, out=args.out, tile_size=args.tile_size, stride=args.stride,
+        weighting=args.weighting, tta=not args.no_tta, members=args.members, heatmap_mpp=args.heatmap_mpp,
+        threshold=args.threshold, min_tissue=args.min_tissue, batch_size=args.batch_size, actors=args.actors,
+        overwrite=args.overwrite, tracking_uri=args.tracking_uri, mpp_override=args.mpp_override,
+        storage_options=parse_storage_options(args.storage_options), progress=not args.no_progress)
+    report = run_segment(config)
+    counts = summarize(report.results)
+    print(f"slides: {counts['ok']} ok ({counts['reused']} already done), {counts['failed']} failed, "
+          f"{counts['skipped_no_tissue']} without tissue")
+    print(f"this run: {report.tiles} tiles in {report.seconds:.1f} s ({report.tiles_per_s:.1f} tiles/s)")
+    for r in report.results:
+        if r.status == "failed":
+            print(f"failed: {r.slide_id}: {r.error}", file=sys.stderr)
+    print(f"outputs: {args.out}  features: {report.features}")
+    return exit_code(report.results)
+
+
+def _register_segment(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("segment", help="tumour heatmaps, uncertainty maps, GeoJSON and features for slides",
+                       description="Overlapping tiles (Ray Data) through a segmentation ensemble with test-time "
+                       "augmentation; per slide: heatmap.tif, aleatoric.tif, epistemic.tif, overlay.png, "
+                       "tumour.geojson, features.json; OUT/features.csv and OUT/_manifest.parquet. Exit code: "
+                       "number of failed slides.")
+    p.add_argument("input", help="archive: folder, glob, s3:// prefix, or cohort table")
+    p.add_argument("--model", required=True, help="MLflow model URI (models:/NAME/VERSION) or OUT/ensemble.pt")
+    p.add_argument("--out", required=True, help="output folder (or s3:// prefix)")
+    p.add_argument("--tile-size", type=int, default=None, help="inference tile in px (default 4x the patch)")
+    p.add_argument("--stride", type=int, default=None, help="tile step in px (default half a tile)")
+    p.add_argument("--weighting", default="gaussian", help="gaussian | uniform averaging of overlaps")
+    p.add_argument("--no-tta", action="store_true", help="no test-time augmentation (no aleatoric map)")
+    p.add_argument("--members", type=int, default=None, help="use only the first N ensemble members")
+    p.add_argument("--heatmap-mpp", type=float, default=8.0, help="heatmap resolution in µm/px (default 8)")
+    p.add_argument("--threshold", type=float, default=0.5, help="tumour probability for GeoJSON regions")
+    p.add_argument("--min-tissue", type=float, default=0.01, help="min tissue fraction of a segmented tile")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per model batch")
+    p.add_argument("--actors", type=int, default=None, help="model actors (default: one per GPU, else 1)")
+    p.add_argument("--overwrite", action="store_true", help="redo slides already done")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI the model is registered in")
+    p.add_argument("--no-progress", action="store_true")
+    _add_storage(p)
+    _add_mpp_override(p)
+    p.set_defaults(func=_segment)
+
+
 # -- demo ---------------------------------------------------------------------------------------
 
 def _demo(args: argparse.Namespace) -> int:
@@ -427,6 +543,8 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_train,
     _register_tune,
     _register_predict,
+    _register_train_seg,
+    _register_segment,
     _register_demo,
 ]
 
