@@ -49,7 +49,10 @@ def run_trainer(loop, loop_config: dict[str, Any], name: str, storage: str, work
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage, callbacks=callbacks or [],
             failure_config=ray.train.FailureConfig(max_failures=max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # Ray Train's per-report INFO lines drown the job's own output; --debug brings them back.
+            logging_config=ray.train.LoggingConfig(
+                log_level="INFO" if log.isEnabledFor(logging.INFO) else "WARNING")),
     )
     return trainer.fit()
 

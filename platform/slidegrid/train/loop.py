@@ -111,7 +111,7 @@ def train_loop(config: dict[str, Any]) -> None:
             loss = _loss(cfg, model(x.to(device), mask.to(device)), target.to(device))
             loss.backward()
             opt.step()
-            total += float(loss)
+            total += loss.item()
         sched.step()
         metrics: dict[str, Any] = {"epoch": epoch, "train_loss": total / steps, "lr": sched.get_last_lr()[0],
                                    "resumed_from": start, "epoch_seconds": time.perf_counter() - t_epoch,
