@@ -261,12 +261,12 @@ def heatmap_shape(dimensions: tuple[int, int], slide_mpp: float, heatmap_mpp: fl
 
 def write_pyramid_tiff(array: np.ndarray, uri: str, mpp: float,
                        storage_options: Mapping[str, Any] | None = None) -> None:
-    """A 2-D map as a tiled pyramidal TIFF (levels halving down to ~256 px in SubIFDs), mpp in its tags."""
+    """A 2-D map as a tiled pyramidal TIFF (levels halving down to ~64 px in SubIFDs), mpp in its tags."""
     import cv2
     import tifffile
 
     levels = [array]
-    while max(levels[-1].shape) > 256 and min(levels[-1].shape) > 1:
+    while max(levels[-1].shape) > 64 and min(levels[-1].shape) > 1:
         a = levels[-1]
         levels.append(cv2.resize(a, (max(1, a.shape[1] // 2), max(1, a.shape[0] // 2)), interpolation=cv2.INTER_AREA))
     buf = io.BytesIO()
