@@ -52,7 +52,7 @@ def _child(args: argparse.Namespace) -> None:
 def main() -> None:
     """Parse arguments; run the grid of measurements (or, with --child, one of them)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="tiny members, one 2048-px slide, 128-px tiles")
+    p.add_argument("--quick", action="store_true", help="tiny members, 4096-px slides, 128-px tiles")
     p.add_argument("--slides", type=int, default=None)
     p.add_argument("--size", type=int, default=None, help="slide width in px (0.5 µm/px)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -68,7 +68,7 @@ def main() -> None:
         return
     from slidegrid.synthetic import synthesize_archive
 
-    slides, size = args.slides or (1 if args.quick else 2), args.size or (2048 if args.quick else 8192)
+    slides, size = args.slides or 2, args.size or (4096 if args.quick else 8192)
     patch, mpp = (32, 2.0) if args.quick else (256, 0.5)
     tile = 4 * patch  # the paper's inference tile: 4x the training patch
     with tempfile.TemporaryDirectory() as root:

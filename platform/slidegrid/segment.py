@@ -376,8 +376,9 @@ def run_segment(config: SegmentConfig, ensemble=None) -> SegmentReport:
                 features[r.slide_id] = found
         else:
             todo.append(r)
-    t0 = time.time()
-    tiles = _stream(config, todo, ensemble, geometry, shash, writer, features, init_ray()) if todo else 0
+    resources = init_ray() if todo else {}
+    t0 = time.time()  # after Ray's start: the pipeline's throughput, not the cluster's boot
+    tiles = _stream(config, todo, ensemble, geometry, shash, writer, features, resources) if todo else 0
     writer.flush()
     seconds = time.time() - t0
     table = _write_features_table(config, list(features.values()))
