@@ -15,18 +15,16 @@ Each measurement runs in a fresh subprocess so memory and caches do not leak bet
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 import numpy as np
 
 import _bootstrap  # noqa: F401
+from _measure import run_measured
 from slidegrid.archive import list_archive
 from slidegrid.encoders import EncoderSpec, build_encoder
 from slidegrid.slides import open_slide
@@ -141,42 +139,15 @@ def _worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps({"tiles": tiles, "seconds": secs}))
 
 
-def _tree_pss(pid: int) -> int:
-    import psutil
-
-    total = 0
-    try:
-        root = psutil.Process(pid)
-        for p in [root, *root.children(recursive=True)]:
-            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
-                total += p.memory_full_info().pss
-    except psutil.NoSuchProcess:
-        pass
-    return total
-
-
 def measure(method: str, encoder: str, archive: str, n: int, args: argparse.Namespace) -> dict:
     """Run one row in a fresh subprocess, sampling the PSS of its whole process tree."""
     cmd = [sys.executable, __file__, "--worker", method, "--encoder", encoder, "--archive", archive, "--n", str(n),
            "--tile-size", str(args.tile_size), "--batch-size", str(args.batch_size)]
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-    peak = [0]
-
-    def sample() -> None:
-        while proc.poll() is None:
-            peak[0] = max(peak[0], _tree_pss(proc.pid))
-            time.sleep(0.5)
-
-    t = threading.Thread(target=sample, daemon=True)
-    t.start()
-    out, _ = proc.communicate()
-    t.join()
-    line = next((ln for ln in out.splitlines() if ln.startswith("RESULT ")), None)
-    if proc.returncode or line is None:
-        raise SystemExit(f"benchmark row {method}/{encoder} failed (exit {proc.returncode}):\n{out[-2000:]}")
-    res = json.loads(line[7:])
-    return {**res, "tiles_per_s": res["tiles"] / res["seconds"], "peak_gb": peak[0] / 1e9}
+    m = run_measured(cmd)
+    if m.returncode or m.result is None:
+        raise SystemExit(f"benchmark row {method}/{encoder} failed (exit {m.returncode}):\n{m.output[-2000:]}")
+    res = m.result
+    return {**res, "tiles_per_s": res["tiles"] / res["seconds"], "peak_gb": m.peak_bytes / 1e9}
 
 
 def main() -> None:

@@ -16,8 +16,6 @@ import argparse
 import csv
 import json
 import os
-import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +23,7 @@ import time
 import numpy as np
 
 import _bootstrap  # noqa: F401
+from _measure import run_measured
 
 MODELS = {"attention": {"maps": 8}, "nic-cnn": {}, "ran-cnn": {}, "ran-lstm": {}}
 
@@ -81,14 +80,12 @@ def big_grid_row(model: str, side: int) -> dict:
 
 
 def _sub(args: list[str], timeout: float) -> dict | None:
-    env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
-    try:
-        out = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, timeout=timeout,
-                             env=env)
-    except subprocess.TimeoutExpired:
+    """One row in a fresh process; adds the peak PSS of its process tree (driver + Ray workers), MB."""
+    m = run_measured([sys.executable, __file__, *args], timeout=timeout)
+    if m.returncode is None:
         return None
-    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    return json.loads(line[7:]) if line else {"error": out.stderr.strip().splitlines()[-1:] or ["?"]}
+    res = m.result or {"error": (m.output.strip().splitlines() or ["?"])[-1]}
+    return {**res, "peak_mb": m.peak_bytes / 2**20}
 
 
 def auc_by_size(n_train: int, n_test: int) -> list[tuple[str, int, float]]:
@@ -154,6 +151,7 @@ def main() -> None:
     p.add_argument("--skip-auc", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--limit", type=float, default=120, help="seconds allowed per 1000x1000 row")
+    p.add_argument("--row-timeout", type=float, default=900, help="seconds allowed per Ray Train row")
     p.add_argument("--sides", type=int, nargs="+", default=[100, 400], help="grid sides of the throughput rows")
     p.add_argument("--slides", type=int, default=40, help="train and held-out slides of the AUC part (each)")
     p.add_argument("--row", nargs="+", help=argparse.SUPPRESS)
@@ -161,19 +159,18 @@ def main() -> None:
     if a.row:
         kind, model, *rest = a.row
         res = throughput_row(rest[0], model, int(rest[1])) if kind == "train" else big_grid_row(model, int(rest[0]))
-        res["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(res))
         return
     if not a.skip_throughput:
         sides = [32] if a.quick else a.sides
-        print("| model | grid | workers | grids/s | peak driver RSS (MB) |")
+        print("| model | grid | workers | grids/s | peak memory, driver + Ray workers (MB) |")
         print("|---|---|---|---|---|")
         for side in sides:
             root = _write_random_grids(tempfile.mkdtemp(), 8, side, 512)
             for model in MODELS:
                 for workers in (1, 2):
-                    r = _sub(["--row", "train", model, root, str(workers)], timeout=900)
-                    cell = "timeout" if r is None else r.get("error") or f"{r['grids_per_s']:.2f}"
+                    r = _sub(["--row", "train", model, root, str(workers)], timeout=a.row_timeout)
+                    cell = f"> {a.row_timeout:.0f} s (not finished)" if r is None else r.get("error") or f"{r['grids_per_s']:.2f}"
                     mem = "" if not r or "peak_mb" not in r else f"{r['peak_mb']:.0f}"
                     print(f"| {model} | {side}x{side} | {workers} | {cell} | {mem} |", flush=True)
         for model in MODELS:
