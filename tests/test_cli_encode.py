@@ -20,6 +20,8 @@ def test_encode_exit_code_counts_failures_and_show_renders(tmp_path, capsys, ray
     assert code == 1
     assert "2 ok" in out and "1 failed" in out and "tiles/s" in out
     assert "failed: broken:" in err and "not a readable" in err
+    rows = {line.split()[0]: line.split()[1] for line in out.splitlines() if line.startswith(("c0 ", "c1 ", "broken "))}
+    assert rows == {"c0": "ok", "c1": "ok", "broken": "failed"}  # the per-slide summary table
     png = tmp_path / "show.png"
     assert main(["show", str(tmp_path / "g" / "c0.parquet"), "--out", str(png), "--height", "200"]) == 0
     img = cv2.imread(str(png))
