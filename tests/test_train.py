@@ -145,6 +145,16 @@ def test_config_errors_name_the_option(tmp_path):
         build_train_config({"grids": "g", "cohort": "c", "out": "o"}, str(bad))
 
 
+def test_shipped_sweep_space_is_valid_and_applies_to_a_config():
+    from slidegrid.train.sweep import apply_trial, load_space
+
+    space = load_space(os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "attention-sweep.yaml"))
+    assert space.metric == "val_loss" and "model_kwargs.maps" in space.params
+    base = build_train_config({"grids": "g", "cohort": "c", "out": "o"})
+    trial = apply_trial(base, {"lr": 0.005, "optimizer": "adam", "weight_decay": 1e-5, "model_kwargs.maps": 16}, "t0")
+    assert (trial.lr, trial.optimizer, trial.model_kwargs["maps"]) == (0.005, "adam", 16)
+
+
 @pytest.mark.slow
 def test_cross_validation_runs_one_model_per_fold(cohort, tmp_path, capsys):
     df = pd.read_csv(cohort / "cohort.csv")
