@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
 
+from _servers import free_port, serving
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
 
@@ -17,26 +14,12 @@ from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{root}/server.db",
-                             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1)
-            break
-        except Exception:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("mlflow server did not become healthy")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    with serving([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                  "--backend-store-uri", f"sqlite:///{root}/server.db",
+                  "--artifacts-destination", str(root / "artifacts"), "--workers", "1"], url + "/health"):
+        yield url
 
 
 def test_encode_run_lands_on_the_server(tmp_path, mlflow_server, ray_local):

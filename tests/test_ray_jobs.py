@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,17 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from _servers import free_port
 from slidegrid.grids import MANIFEST_NAME, grid_uri, read_grid
 from slidegrid.manifest import read_manifest
 from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +25,10 @@ def ray_head(tmp_path_factory):
     from ray.job_submission import JobSubmissionClient
 
     tmp = tmp_path_factory.mktemp("head")
-    gcs, dash = _port(), _port()
+    gcs, dash = free_port(), free_port()
     # Every port the head opens is a free one: the session's embedded Ray (other tests) already holds the
     # defaults (e.g. the dashboard agent's 52365), and a head whose agent cannot bind never accepts jobs.
-    agent_ports = [f"--{name}={_port()}" for name in (
+    agent_ports = [f"--{name}={free_port()}" for name in (
         "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port",
         "metrics-export-port", "ray-client-server-port", "node-manager-port", "object-manager-port")]
     # The head (and the job drivers it spawns) run this environment's Python, as a cluster's image would.

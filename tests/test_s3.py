@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from _servers import free_port, serving
 from slidegrid.archive import list_archive
 from slidegrid.errors import ConfigError, SlideError
 from slidegrid.slides import open_slide
@@ -84,9 +81,7 @@ def test_missing_key_and_bucket_are_not_found(s3_bucket):
 
 
 def test_unreachable_endpoint(s3_server):
-    with socket.socket() as sock:  # a port nothing listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # nothing listens on it
     opts = {"client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}"},
             "config_kwargs": {"retries": {"max_attempts": 1}, "connect_timeout": 1}}
     with pytest.raises(SlideError, match="storage unreachable; check AWS_ENDPOINT_URL"):
@@ -96,25 +91,12 @@ def test_unreachable_endpoint(s3_server):
 @pytest.fixture(scope="module")
 def strict_s3():
     """A second moto server that enforces IAM auth (INITIAL_NO_AUTH_ACTION_COUNT=0): unknown keys are refused."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
-    else:
-        proc.terminate()
-        pytest.fail("the strict moto server did not start")
-    yield url
-    proc.terminate()
-    proc.wait()
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    with serving([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], url + "/moto-api/",
+                 env=env):
+        yield url
 
 
 SECRET = "wrong-secret-value-123"
