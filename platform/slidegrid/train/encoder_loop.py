@@ -28,7 +28,8 @@ def to_tensors(batch: dict[str, np.ndarray], device=None) -> dict:
 
     from ..encoders.nets import to_input
 
-    return {k: to_input(torch.from_numpy(np.ascontiguousarray(v)).to(device)) if k.startswith("image")
+    # np.require copies the read-only arrays Ray Data hands out (torch would warn about sharing them).
+    return {k: to_input(torch.from_numpy(np.require(v, requirements=["C", "W"])).to(device)) if k.startswith("image")
             else torch.as_tensor(np.asarray(v)).to(device) for k, v in batch.items() if k in
             ("image", "image2", "same", "label")}
 

@@ -1,0 +1,267 @@
+"""Learned tile encoders (NIC §2, §4.3-4.4; RAN §3): tile datasets, the four methods, the registry, the probe.
+
+Most tests train tiny networks (32-px tiles, C = 16..32) in this process with plain torch on one thread; one
+goes through Ray Train with 2 workers, MLflow and `run_encode`.
+"""
+
+from __future__ import annotations
+
+import csv
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+
+from slidegrid.annotations import Annotation, rasterize, read_annotations, write_geojson
+from slidegrid.cli import main
+from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.encoders import EncoderSpec, build_encoder
+from slidegrid.encoders.bigan import BiGAN
+from slidegrid.encoders.learned import METHODS, as_encoder, encoder_meta, save_encoder
+from slidegrid.encoders.mean_rgb import MeanRGBEncoder
+from slidegrid.encoders.nets import NetConfig
+from slidegrid.encoders.probe import probe_encoders, probe_set
+from slidegrid.errors import ConfigError
+from slidegrid.grids import grid_uri, read_grid
+from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.train.encoder_config import EncoderTrainConfig
+from slidegrid.train.encoder_fit import fit_encoder
+from slidegrid.train.encoder_loop import method_for, to_tensors
+from slidegrid.train.tile_data import plan_archive, read_batch, sample_pairs, sample_rows, to_columns
+
+TILE, MPP, BATCH = 32, 1.0, 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny nets run fastest on one thread, and do not fight the other tests' processes for the cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    """8 synthetic slides, every other one with 3 annotated tumours, and their cohort table."""
+    root = tmp_path_factory.mktemp("encoders")
+    rows = []
+    for i in range(8):
+        tumour = i % 2
+        truth = write_synthetic_slide(str(root / f"s{i}.tiff"), SyntheticSpec(
+            width=2048, height=1536, seed=200 + i, n_tumours=3 * tumour, n_tissue_blobs=2))
+        ann = ""
+        if tumour:
+            ann = str(root / f"s{i}.geojson")
+            write_geojson([Annotation(p, [], "Tumor") for p in truth.tumour_polygons], ann)
+        rows.append({"slide_id": f"s{i}", "uri": str(root / f"s{i}.tiff"), "label": tumour, "annotation": ann})
+    with open(root / "cohort.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def _cfg(archive, method: str, **kw) -> EncoderTrainConfig:
+    base = {"input": str(archive / "cohort.csv"), "out": str(archive / "out"), "method": method, "code_size": 16,
+            "tile_size": TILE, "mpp": MPP, "width": 8, "depth": 3, "tiles": 256, "batch_size": BATCH}
+    return EncoderTrainConfig(**{**base, **kw})
+
+
+def _train(cfg: EncoderTrainConfig, epochs: int, seed: int = 0):
+    """Train in this process the way the Ray loop does (fresh augmentations every epoch); returns the
+    method and every step's metrics."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    method = method_for(cfg)
+    opts = method.optimizers(cfg.learning_rate)
+    rows = sample_rows(cfg, plan_archive(cfg, use_ray=False))
+    steps = []
+    for _ in range(epochs):
+        for i in range(0, len(rows) - BATCH + 1, BATCH):
+            steps.append(method.training_step(to_tensors(read_batch(to_columns(rows[i:i + BATCH]), cfg, rng)), opts))
+    return method.eval(), steps
+
+
+@pytest.fixture(scope="module")
+def trained(archive):
+    """`trained(method)` -> (config, trained module, per-step metrics): 6 epochs of 16 steps, trained once."""
+    cache = {}
+
+    def get(method: str):
+        if method not in cache:
+            # BiGAN's discriminator is the costly network: half the width keeps its test as quick as the others.
+            cfg = _cfg(archive, method, code_size=32, width=8 if method == "bigan" else 16, tiles=512)
+            cache[method] = (cfg, *_train(cfg, epochs=6))
+        return cache[method]
+
+    return get
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_each_method_trains_and_its_loss_falls(trained, method):
+    _, _, steps = trained(method)
+    loss = [s["loss"] for s in steps]
+    assert len(loss) == 96 and np.all(np.isfinite(loss))
+    # BiGAN's `loss` is the discriminator's side of Eq. 6: it falls as D learns real from generated pairs.
+    assert np.mean(loss[-16:]) < 0.85 * np.mean(loss[:16]), loss
+
+
+def test_vae_reconstructions_improve(archive, trained):
+    cfg, vae, steps = trained("vae")
+    plans = plan_archive(cfg, use_ray=False)
+    rows = sample_rows(_cfg(archive, "vae", seed=7), plans)[:64]  # other tiles than training's, not augmented
+    held_out = to_tensors(read_batch(to_columns(rows), _cfg(archive, "vae", augment=False)))["image"]
+
+    def reconstruction_error(model) -> float:
+        with torch.no_grad():  # the decoder on mu: the deterministic reconstruction
+            mu, _ = model.eval().enc(held_out).chunk(2, dim=1)
+            return float(((model.dec(mu) - held_out) ** 2).mean())
+
+    torch.manual_seed(0)
+    before = reconstruction_error(method_for(cfg))
+    after = reconstruction_error(vae)
+    assert after < 0.5 * before, (before, after)
+    assert steps[-1]["reconstruction_mse"] < 0.5 * steps[0]["reconstruction_mse"]
+    assert steps[-1]["kl"] > 0  # the KL term of Eq. 3 is live (mu, sigma move away from the prior's)
+
+
+@pytest.mark.parametrize("net", [NetConfig(32, 16, 8, 3), NetConfig(128, 128, 8, 4)], ids=["32px-C16", "nic-128px-C128"])
+def test_bigan_encoder_and_generator_shapes_invert(net):
+    bigan = BiGAN(net).eval()
+    x = torch.rand(3, 3, net.tile_size, net.tile_size) * 2 - 1
+    z = torch.randn(3, net.code_size)
+    with torch.no_grad():
+        e, generated = bigan.enc(x), bigan.gen(z)
+        assert e.shape == z.shape == (3, net.code_size)  # E: X -> R^C (Eq. 5)
+        assert generated.shape == x.shape  # G: R^C -> X (Eq. 4)
+        assert bigan.gen(e).shape == x.shape and bigan.enc(generated).shape == z.shape
+        assert generated.abs().max() <= 1  # tanh output: the [-1, 1] range inputs are normalized to
+        assert bigan.disc(x, e).shape == (3,) and bigan.disc(generated, z).shape == (3,)  # D on (image, code)
+
+
+def test_contrastive_pairs_are_adjacent_or_from_another_slide_75_25(archive):
+    cfg = _cfg(archive, "contrastive")
+    plans = plan_archive(cfg, use_ray=False)
+    pairs = sample_pairs(plans, 2000, np.random.default_rng(0))
+    kinds = [p["kind"] for p in pairs]
+    assert kinds.count("same") == 1000
+    assert kinds.count("adjacent") == 750 and kinds.count("other-slide") == 250  # 75% / 25% of *different*
+    step0 = TILE * MPP / 0.5  # tile side in level-0 px (the slides are 0.5 µm/px)
+    for p in pairs:
+        assert p["same"] == (p["kind"] == "same")
+        if p["kind"] == "same":
+            assert (p["uri"], p["x"], p["y"]) == (p["uri2"], p["x2"], p["y2"])
+        elif p["kind"] == "adjacent":
+            assert p["slide_id"] == p["slide_id2"]
+            assert abs(p["row"] - p["row2"]) + abs(p["col"] - p["col2"]) == 1  # a 4-neighbour on the grid
+            # Non-overlapping: exactly one tile side apart along one axis, aligned along the other.
+            d = sorted([abs(p["x"] - p["x2"]), abs(p["y"] - p["y2"])])
+            assert d[0] == 0 and abs(d[1] - step0) <= 1
+        else:
+            assert p["slide_id"] != p["slide_id2"]
+    # Each side of a pair is augmented on its own: *same* pairs are two different images of one place.
+    same = [p for p in pairs if p["same"]][:8]
+    batch = read_batch(to_columns(same), cfg, np.random.default_rng(0))
+    assert batch["image"].shape == batch["image2"].shape == (8, TILE, TILE, 3)
+    assert all(not np.array_equal(a, b) for a, b in zip(batch["image"], batch["image2"]))
+
+
+def test_supervised_tiles_are_class_balanced_and_labelled_from_the_annotations(archive):
+    cfg = _cfg(archive, "supervised")
+    rows = sample_rows(cfg, plan_archive(cfg, use_ray=False))
+    labels = np.array([r["label"] for r in rows])
+    assert len(rows) == 256 and labels.sum() == 128
+    masks = {}
+    for r in rows[:60]:  # an independent check of "tumour = any annotated pixel inside the tile"
+        ann = archive / f"{r['slide_id']}.geojson"
+        if r["slide_id"] not in masks:
+            masks[r["slide_id"]] = rasterize(read_annotations(str(ann)), (2048, 1536), 0.5, 0.5) if ann.exists() \
+                else np.zeros((1536, 2048), bool)
+        mask, x, y = masks[r["slide_id"]], r["x"], r["y"]
+        if r["label"]:  # 1-px margins either way: polygon edges rasterize to within a pixel
+            assert mask[max(y - 1, 0):y + 65, max(x - 1, 0):x + 65].any()
+        else:
+            assert not mask[y + 1:y + 63, x + 1:x + 63].any()
+
+
+def test_probe_supervised_and_contrastive_beat_mean_rgb(archive, trained):
+    """NIC Table 1 on synthetic slides: frozen encoders, linear probe, held-out slides, stain-varied tiles."""
+    data = probe_set(str(archive / "cohort.csv"), TILE, MPP, per_class=150)
+    encoders = {"mean-rgb": MeanRGBEncoder()}
+    for method in ("supervised", "contrastive"):
+        cfg, model, _ = trained(method)
+        torch.manual_seed(0)
+        untrained = method_for(cfg).eval()
+        encoders[method] = as_encoder(model.embedder(encoder_meta(model, MPP)), EncoderSpec(method), "t")
+        encoders[f"{method} (random)"] = as_encoder(untrained.embedder(encoder_meta(untrained, MPP)),
+                                                    EncoderSpec(method), "r")
+    acc = probe_encoders(encoders, data)
+    assert len(data.labels) >= 400 and data.labels.mean() == 0.5
+    assert acc["supervised"] > acc["mean-rgb"] + 0.02, acc
+    assert acc["contrastive"] > acc["mean-rgb"] + 0.01, acc
+    assert acc["contrastive"] > acc["contrastive (random)"], acc  # training, not the architecture, did it
+
+
+@pytest.mark.slow
+def test_train_encoder_with_ray_two_workers_registers_and_encodes_an_archive(archive, tmp_path, ray_local):
+    cfg = _cfg(archive, "vae", out=str(tmp_path / "run"), epochs=2, workers=2)
+    result = fit_encoder(cfg)
+    assert [h["epoch"] for h in result.history] == [0, 1] and result.history[-1]["tiles"] == 256
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    # MLflow: the run, its metrics and the registered embedder.
+    assert result.model_uri == "models:/slidegrid-encoder-vae/1"
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/run/mlflow/mlflow.db")
+    run = mlflow.get_run(result.run_id)
+    assert run.data.params["method"] == "vae" and run.data.params["workers"] == "2"
+    assert "train_reconstruction_mse" in run.data.metrics
+    from_file = build_encoder(EncoderSpec("vae", result.encoder_file))
+    from_registry = build_encoder(EncoderSpec("vae", result.model_uri))
+    tiles = np.random.default_rng(0).integers(0, 256, (4, TILE, TILE, 3), dtype=np.uint8)
+    np.testing.assert_allclose(from_file.encode(tiles), from_registry.encode(tiles), rtol=1e-5, atol=1e-6)
+    # The normal encode pipeline with the trained encoder.
+    grids = tmp_path / "grids"
+    report = run_encode(EncodeConfig(input=str(archive / "s1.tiff"), out=str(grids), encoder="vae",
+                                     weights=result.encoder_file, tile_size=TILE, mpp=MPP, dtype="float32",
+                                     mlflow=False, progress=False))
+    assert [r.status for r in report.results] == ["ok"] and report.tiles > 100
+    grid = read_grid(grid_uri(str(grids), "s1"))
+    assert grid.code_size == 16 and grid.meta["encoder"] == "vae"
+    from slidegrid.slides import open_slide
+
+    with open_slide(str(archive / "s1.tiff")) as slide:
+        first = slide.read_region(int(grid.x[0]), int(grid.y[0]), TILE, TILE, MPP)
+    np.testing.assert_allclose(grid.embedding[0], from_file.encode(first[None])[0], rtol=1e-4, atol=1e-4)
+
+
+def test_learned_encoder_registry(archive, tmp_path):
+    cfg = _cfg(archive, "supervised")
+    torch.manual_seed(0)
+    path = save_encoder(str(tmp_path / "sup.pt"), method_for(cfg).eval(), MPP)
+    enc = build_encoder(EncoderSpec("supervised", path))
+    assert (enc.dim, enc.tile_size, enc.mpp) == (16, TILE, MPP)
+    assert (enc.encode(np.zeros((2, TILE, TILE, 3), np.uint8)) >= 0).all()  # FC6 after its ReLU
+    random = build_encoder(EncoderSpec("bigan", "random"))
+    assert (random.dim, random.tile_size, random.weights_digest) == (128, 128, "random")  # NIC's P and C
+    with pytest.raises(ConfigError, match="not supervised|holds a supervised encoder"):
+        build_encoder(EncoderSpec("vae", path))
+    with pytest.raises(ConfigError, match="needs --weights"):
+        build_encoder(EncoderSpec("contrastive"))
+    # The weights fix the tile geometry: encoding at another tile size is refused up front, naming the flag.
+    with pytest.raises(ConfigError, match="--tile-size 32 --mpp 1"):
+        run_encode(EncodeConfig(input=str(archive / "cohort.csv"), out=str(tmp_path / "g"), encoder="supervised",
+                                weights=path, mlflow=False, progress=False))
+
+
+def test_train_encoder_cli_rejects_bad_options(archive, tmp_path, capsys):
+    base = ["train-encoder", "--input", str(archive / "cohort.csv"), "--out", str(tmp_path), "--method", "vae"]
+    assert main([*base, "--tile-size", "60", "--depth", "3"]) == 2
+    assert "error: --tile-size:" in capsys.readouterr().err
+    assert main([*base, "--code-size", "0"]) == 2
+    assert "error: --code-size:" in capsys.readouterr().err
+    assert main([*base, "--tiles", "10", "--batch-size", "32"]) == 2
+    assert "error: --tiles:" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="annotation"):
+        plan_archive(EncoderTrainConfig(input=str(archive / "s0.tiff"), out=str(tmp_path), method="supervised"),
+                     use_ray=False)
