@@ -271,8 +271,10 @@ def write_synthetic_slide(path: str, spec: SyntheticSpec = SyntheticSpec()) -> S
 
 
 def synthesize_archive(out_dir: str, n: int, size: int = 4096, seed: int = 0, mpp: float = 0.5,
-                       tumour_rate: float = 0.5, n_folds: int = 5, progress: bool = True) -> str:
-    """Write n slides (balanced tumour/normal), GeoJSON + PNG ground truth and cohort.csv; returns its path."""
+                       tumour_rate: float = 0.5, n_folds: int = 5, progress: bool = True,
+                       tumours: tuple[int, int] = (1, 2)) -> str:
+    """Write n slides (balanced tumour/normal), GeoJSON + PNG ground truth and cohort.csv; returns its path.
+    A tumour slide has between tumours[0] and tumours[1] tumours."""
     from tqdm import tqdm
 
     from .annotations import Annotation, write_geojson
@@ -288,7 +290,7 @@ def synthesize_archive(out_dir: str, n: int, size: int = 4096, seed: int = 0, mp
         sid = f"slide_{i:04d}"
         slide_path = os.path.join(out_dir, "slides", f"{sid}.tiff")
         spec = SyntheticSpec(width=size, height=int(size * 0.75), mpp=mpp, seed=seed * 100_003 + i,
-                             n_tumours=int(labels[i]) * int(rng.integers(1, 3)))
+                             n_tumours=int(labels[i]) * int(rng.integers(tumours[0], tumours[1] + 1)))
         truth = write_synthetic_slide(slide_path, spec)
         ann = ""
         if truth.label:

@@ -65,7 +65,8 @@ def embedder_from_meta(meta: dict[str, Any]) -> Embedder:
     return Embedder(ConvEncoder(net, int(meta["out_features"])), net.code_size, bool(meta["relu"]), meta)
 
 
-def _load_file(path: str, name: str) -> tuple[Embedder, str]:
+def load_encoder_file(path: str, name: str) -> tuple[Embedder, str]:
+    """The Embedder in a file written by `train-encoder` (weights only), and the file's digest."""
     from .weights import read_checkpoint
 
     obj, digest = read_checkpoint(path, name)
@@ -102,7 +103,7 @@ def build_learned(name: str, spec: EncoderSpec) -> TorchEncoder:
         if not hasattr(embedder, "meta"):
             raise ConfigError(spec.weights, "the MLflow model is not a slidegrid encoder (no preprocessing meta)")
     else:
-        embedder, digest = _load_file(spec.weights, name)
+        embedder, digest = load_encoder_file(spec.weights, name)
     if embedder.meta["method"] != name:
         raise ConfigError(spec.weights, f"holds a {embedder.meta['method']} encoder, not {name}; pass --encoder "
                                         f"{embedder.meta['method']}")
