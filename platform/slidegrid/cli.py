@@ -183,7 +183,7 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("input", help="archive: folder, glob, s3://bucket/prefix, or cohort table (CSV/Parquet)")
     p.add_argument("--out", required=True, help="grid store (local folder or s3:// prefix)")
     p.add_argument("--encoder", default="mean-rgb", help="mean-rgb, timm:ARCH (e.g. timm:resnet34), or a "
-                   "registered encoder name")
+                   "learned encoder: vae | contrastive | bigan | supervised (see train-encoder)")
     p.add_argument("--weights", default=None, help="local checkpoint, MLflow model URI (models:/name/version), "
                    "or 'random'; nothing is downloaded")
     p.add_argument("--mpp", type=float, default=0.5, help="target µm/px of the tiles (default 0.5)")
@@ -371,7 +371,9 @@ def _register_train_encoder(sub: argparse._SubParsersAction) -> None:
                        "`slidegrid encode --encoder METHOD --weights FILE|models:/NAME/VERSION`.")
     p.add_argument("--input", required=True, help="archive: folder, glob, s3:// prefix or cohort table "
                    "(supervised: a cohort with an `annotation` column)")
-    p.add_argument("--method", required=True, choices=["vae", "contrastive", "bigan", "supervised"])
+    from .encoders.learned import METHODS
+
+    p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", required=True, help="output folder (encoder file, checkpoints, MLflow store)")
     p.add_argument("--code-size", type=int, default=128, help="embedding size C (NIC: 128)")
     p.add_argument("--tile-size", type=int, default=128, help="tile side in pixels at --mpp (NIC: 128)")

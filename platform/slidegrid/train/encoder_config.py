@@ -63,7 +63,7 @@ class EncoderTrainConfig:
             raise ConfigError("--lr", "must be positive")
         if self.gamma < 0:
             raise ConfigError("--gamma", "must be non-negative")
-        self.net  # noqa: B018 -- validates code size, tile size and depth
+        _ = self.net  # building it validates code size, tile size and depth
         GridSpec(mpp=self.mpp, tile_size=self.tile_size, min_tissue=self.min_tissue)
         TissueConfig(mpp=self.tissue_mpp)
 

@@ -138,6 +138,9 @@ def sample_pairs(plans: list[SlideTiles], n: int, rng: np.random.Generator, same
         raise ConfigError("--input", "contrastive training needs at least 2 slides with tissue (a quarter of the "
                                      "*different* pairs come from another slide)")
     neighbours = {s: _neighbours(p) for s, p in enumerate(plans)}
+    if not any(len(n) for per_slide in neighbours.values() for n in per_slide):
+        raise ConfigError("--input", "no tissue tile has a kept neighbour, so there are no adjacent pairs; use a "
+                                     "smaller --tile-size or --min-tissue")
     n_same = int(round(n * same_fraction))
     n_adjacent = int(round((n - n_same) * adjacent_fraction))
     kinds = ["same"] * n_same + ["adjacent"] * n_adjacent + ["other-slide"] * (n - n_same - n_adjacent)
@@ -195,7 +198,7 @@ def sample_rows(cfg: EncoderTrainConfig, plans: list[SlideTiles]) -> list[dict[s
 def read_batch(batch: dict[str, np.ndarray], cfg: EncoderTrainConfig,
                rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Read (and augment) the tiles of a batch of rows: `image` (and `image2` for pairs) as uint8 (N, T, T, 3)."""
-    from ..encode import _cached_slide
+    from ..encode import _cached_slide  # the encode pipeline's per-process cache of open slides
     from ..encoders.augment import augment_tile
 
     rng = rng or np.random.default_rng()  # fresh draws every epoch: Ray Data re-runs this map per epoch
