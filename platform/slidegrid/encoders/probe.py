@@ -3,8 +3,9 @@ frozen feature extractor, and a classifier trained on its embeddings tells tumou
 The classifier here is a linear probe (standardized features, logistic regression); accuracy on patches of
 held-out slides is the score.
 
-Probe patches are tiles of the slides' grids with an unambiguous label: tumour where at least half of the tile
-is annotated tumour, non-tumour where none of it is (tiles in between are left out), balanced per class.
+Probe patches are tissue tiles on a quarter-tile-stride grid with an unambiguous label: tumour where at least
+half of the tile is annotated tumour, non-tumour where none of it is (tiles in between are left out), as many
+of each class. The probe archive should be other slides than the encoders were trained on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .augment import AugmentRanges
+from .augment import AugmentRanges, jitter_colour
 from .base import Encoder
 
 # Per-tile stain variation of the probe: wider than training augmentation, so that the mean colour (which on
@@ -74,7 +75,6 @@ def probe_set(archive: str, tile_size: int, mpp: float, per_class: int = 64, min
     measure more than mean colour, as real archives do.
     """
     from ..archive import list_archive
-    from .augment import jitter_colour
 
     rng = np.random.default_rng(seed)
     tiles, labels, slides = [], [], []
