@@ -151,6 +151,7 @@ def main() -> None:
     p.add_argument("--skip-auc", action="store_true")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--limit", type=float, default=120, help="seconds allowed per 1000x1000 row")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="models to measure")
     p.add_argument("--row-timeout", type=float, default=900, help="seconds allowed per Ray Train row")
     p.add_argument("--sides", type=int, nargs="+", default=[100, 400], help="grid sides of the throughput rows")
     p.add_argument("--slides", type=int, default=40, help="train and held-out slides of the AUC part (each)")
@@ -167,13 +168,13 @@ def main() -> None:
         print("|---|---|---|---|---|")
         for side in sides:
             root = _write_random_grids(tempfile.mkdtemp(), 8, side, 512)
-            for model in MODELS:
+            for model in a.models:
                 for workers in (1, 2):
                     r = _sub(["--row", "train", model, root, str(workers)], timeout=a.row_timeout)
                     cell = f"> {a.row_timeout:.0f} s (not finished)" if r is None else r.get("error") or f"{r['grids_per_s']:.2f}"
                     mem = "" if not r or "peak_mb" not in r else f"{r['peak_mb']:.0f}"
                     print(f"| {model} | {side}x{side} | {workers} | {cell} | {mem} |", flush=True)
-        for model in MODELS:
+        for model in a.models:
             r = _sub(["--row", "big", model, "1000"], timeout=a.limit)
             cell = f"> {a.limit:.0f} s (not finished)" if r is None else r.get("error") or \
                 f"{r['seconds']:.1f} s, peak {r['peak_mb']:.0f} MB"
