@@ -39,7 +39,7 @@ class EncoderTrainConfig:
     workers: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
-    max_failures: int = 0
+    max_failures: int = 2  # worker restarts, each resuming from the last epoch's checkpoint
     storage: str | None = None  # Ray Train checkpoints; default <out>/checkpoints
     name: str | None = None  # Ray Train run name (same name + storage = resume)
     tracking_uri: str | None = None
