@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import threading
@@ -82,8 +83,12 @@ def _kill_a_train_worker_after_first_checkpoint(storage: str, done: threading.Ev
     while not done.is_set():
         # a few epochs in, so that at least one checkpoint is fully registered with Ray Train
         if sum(d.startswith("checkpoint_") for _, dirs, _ in os.walk(storage) for d in dirs) >= 3:
-            for p in psutil.process_iter(["cmdline"]):
-                if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
+            # Only this session's Ray (a descendant of pytest): never another run's workers on the machine.
+            for p in psutil.Process(os.getpid()).children(recursive=True):
+                cmdline = ""
+                with contextlib.suppress(psutil.Error):
+                    cmdline = " ".join(p.cmdline())
+                if cmdline.startswith("ray::RayTrainWorker"):
                     p.kill()
                     killed.append(p.pid)
                     return
