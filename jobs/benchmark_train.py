@@ -104,7 +104,7 @@ def auc_by_size(n_train: int, n_test: int) -> list[tuple[str, int, float]]:
     rng = np.random.default_rng(0)
     for i in range(n_train + n_test):
         tumour = i % 2
-        r = float(rng.uniform(60, 400))
+        r = float(rng.uniform(15, 300))  # from sub-tile lesions to large ones (NIC Fig. 6)
         sid = f"s{i}"
         truth = write_synthetic_slide(os.path.join(root, f"{sid}.tiff"), SyntheticSpec(
             width=3072, height=2304, seed=500 + i, n_tumours=tumour, tumour_radius_um=(r, r), n_tissue_blobs=2))
@@ -133,7 +133,11 @@ def auc_by_size(n_train: int, n_test: int) -> list[tuple[str, int, float]]:
     labels = {e.slide_id: e.label for e in test}
     normals = [s for s in scores if labels[s] == 0]
     out = []
-    for name, lo, hi in (("< 100 µm", 0, 100), ("100-200 µm", 100, 200), ("> 200 µm", 200, 1e9)):
+    # Terciles of the measured lesion size (equivalent-circle radius of the tumour inside tissue).
+    sizes = sorted(radius[s] for s in scores if labels[s] == 1)
+    edges = [0.0, *np.quantile(sizes, [1 / 3, 2 / 3]), np.inf]
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        name = f"{lo:.0f}-{hi:.0f} µm" if np.isfinite(hi) else f">= {lo:.0f} µm"
         pos = [s for s in scores if labels[s] == 1 and lo <= radius[s] < hi]
         if pos:
             ids = pos + normals
