@@ -19,7 +19,6 @@ import time
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -27,9 +26,10 @@ import numpy as np
 from . import __version__
 from .archive import SlideRecord, list_archive
 from .encoders import EncoderSpec, build_encoder
-from .errors import ConfigError, SlidegridError
+from .errors import ConfigError, SlidegridError, error_text
 from .grids import grid_table, grid_uri, read_grid_meta, write_grid
 from .manifest import ManifestWriter, SlideResult
+from .slides import open_slide_cached
 from .storage import is_remote
 from .tiling import GridSpec, tile_grid
 from .tissue import TissueConfig, tissue_mask
@@ -100,11 +100,6 @@ def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
 
 # -- stage 1: plan (one CPU task per slide) -------------------------------------------------------
 
-def _reason(exc: BaseException) -> str:
-    """The manifest's error text for an exception."""
-    return (exc.reason if isinstance(exc, SlidegridError) else f"{type(exc).__name__}: {exc}")[:500]
-
-
 def _retry_once(fn, *args):
     """Run fn; on an unexpected error (a dropped connection, a worker shutting down) re-open and try again.
 
@@ -115,22 +110,14 @@ def _retry_once(fn, *args):
     except SlidegridError:
         raise
     except Exception:
-        _cached_slide.cache_clear()
+        open_slide_cached.cache_clear()
         return fn(*args)
 
 
 def _plan(uri: str, opts: str, mpp_override: float | None, config: EncodeConfig):
-    slide = _cached_slide(uri, opts, mpp_override)
+    slide = open_slide_cached(uri, opts, mpp_override)
     mask = tissue_mask(slide, config.tissue)
     return slide, mask, tile_grid(slide.info.dimensions, slide.mpp, config.grid_spec, mask)
-
-
-@lru_cache(maxsize=8)
-def _cached_slide(uri: str, options_json: str, mpp_override: float | None):
-    """Slides stay open per worker process: a chunk's reads reuse the handle instead of re-opening."""
-    from .slides import open_slide
-
-    return open_slide(uri, json.loads(options_json), mpp_override)
 
 
 def _marker(slide_id: str, uri: str, status: str, error: str, meta: dict) -> dict:
@@ -151,7 +138,7 @@ def plan_slide(rec: dict, config: EncodeConfig, digest: str, shash: str) -> list
     try:
         slide, mask, grid = _retry_once(_plan, uri, opts, mpp_override, config)
     except Exception as exc:  # one bad slide never stops the archive
-        return [_marker(sid, uri, "failed", _reason(exc), meta)]
+        return [_marker(sid, uri, "failed", error_text(exc), meta)]
     spec = config.grid_spec
     meta.update({
         "slide_mpp": slide.mpp, "target_mpp": spec.mpp, "tile_size": spec.tile_size, "stride": spec.step,
@@ -201,7 +188,7 @@ def read_tiles(slide, x: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.nda
 
 
 def _read_cached(uri: str, opts: str, mpp: float | None, cols: dict[str, np.ndarray], spec: GridSpec) -> np.ndarray:
-    return read_tiles(_cached_slide(uri, opts, mpp), cols["x"], cols["y"], cols["row"], cols["col"], spec)
+    return read_tiles(open_slide_cached(uri, opts, mpp), cols["x"], cols["y"], cols["row"], cols["col"], spec)
 
 
 def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, np.ndarray]:
@@ -221,7 +208,7 @@ def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, 
                 mpp = None if math.isnan(override) else override
                 images = _retry_once(_read_cached, uri, opts, mpp, cols, config.grid_spec)
             except Exception as exc:
-                status, error = "failed", _reason(exc)
+                status, error = "failed", error_text(exc)
         if status != "ok" or not len(idx):
             # Outcome-only row: one blank tile so every row of the stream has the same image shape.
             outs.append({"slide_id": [sid], "status": [status], "error": [error], "n_tiles": [0],

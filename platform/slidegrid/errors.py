@@ -18,3 +18,8 @@ class SlideError(SlidegridError):
 
 class ConfigError(SlidegridError):
     """An option, config file or cohort table that is missing or invalid."""
+
+
+def error_text(exc: BaseException) -> str:
+    """The one-line error a manifest records for a failed slide (a user-facing reason when there is one)."""
+    return (exc.reason if isinstance(exc, SlidegridError) else f"{type(exc).__name__}: {exc}")[:500]

@@ -28,14 +28,14 @@ import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from .archive import SlideRecord, list_archive
-from .errors import ConfigError, SlidegridError
+from .errors import ConfigError, error_text
 from .manifest import ManifestWriter, SlideResult
+from .slides import open_slide_cached
 from .stitching import WEIGHTINGS, HeatmapAccumulator, tile_positions
 from .storage import atomic_write, filesystem, join
 from .tiling import read_concentric, tissue_fraction
@@ -121,18 +121,6 @@ def settings_hash(config: SegmentConfig, geometry: Geometry) -> str:
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def _reason(exc: BaseException) -> str:
-    return (exc.reason if isinstance(exc, SlidegridError) else f"{type(exc).__name__}: {exc}")[:500]
-
-
-@lru_cache(maxsize=8)
-def _slide(uri: str, options_json: str, mpp_override: float | None):
-    """Slides stay open per worker process across the tiles it reads."""
-    from .slides import open_slide
-
-    return open_slide(uri, json.loads(options_json), mpp_override)
-
-
 def _override(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
@@ -149,7 +137,7 @@ def plan_slide(rec: Mapping[str, Any], config: SegmentConfig, geometry: Geometry
     sid, uri = str(rec["slide_id"]), str(rec["uri"])
     override = _override(rec.get("mpp")) or config.mpp_override
     try:
-        slide = _slide(uri, json.dumps(dict(config.storage_options), sort_keys=True), override)
+        slide = open_slide_cached(uri, json.dumps(dict(config.storage_options), sort_keys=True), override)
         tissue = tissue_mask(slide, TissueConfig(mpp=max(config.heatmap_mpp, slide.mpp)))
         scale = geometry.mpps[0] / slide.mpp  # level-0 px per model px
         W, H = (math.ceil(d / scale) for d in slide.info.dimensions)
@@ -157,7 +145,7 @@ def plan_slide(rec: Mapping[str, Any], config: SegmentConfig, geometry: Geometry
         frac = tissue_fraction(tissue, pos[:, 0] * scale, pos[:, 1] * scale, geometry.tile * scale, slide.mpp)
         pos = pos[frac > config.min_tissue]
     except Exception as exc:  # one bad slide never stops the archive
-        return [_marker(sid, uri, "failed", _reason(exc))]
+        return [_marker(sid, uri, "failed", error_text(exc))]
     if not len(pos):
         return [_marker(sid, uri, "skipped_no_tissue", "")]
     meta = json.dumps({"slide_mpp": slide.mpp, "dimensions": list(slide.info.dimensions), "started": time.time()})
@@ -178,13 +166,13 @@ def read_batch(batch: dict[str, np.ndarray], config: SegmentConfig, geometry: Ge
         if batch["index"][i] < 0:
             continue
         try:
-            slide = _slide(str(batch["uri"][i]), opts, _override(float(batch["mpp_override"][i])))
+            slide = open_slide_cached(str(batch["uri"][i]), opts, _override(float(batch["mpp_override"][i])))
             half0 = t * geometry.mpps[0] / slide.mpp / 2
             scale = geometry.mpps[0] / slide.mpp
             cx, cy = batch["px"][i] * scale + half0, batch["py"][i] * scale + half0
             images[i] = read_concentric(slide, cx, cy, geometry.mpps, t)
         except Exception as exc:
-            status[i], error[i] = "failed", _reason(exc)
+            status[i], error[i] = "failed", error_text(exc)
     return {**batch, "status": status.astype(str), "error": error.astype(str), "image": images}
 
 
@@ -288,7 +276,7 @@ def write_outputs(config: SegmentConfig, sid: str, uri: str, maps: np.ndarray, m
     from .viz import heatmap_overlay, save_png
 
     opts = config.storage_options
-    slide = _slide(uri, json.dumps(dict(opts), sort_keys=True), override)
+    slide = open_slide_cached(uri, json.dumps(dict(opts), sort_keys=True), override)
     mpp = max(config.heatmap_mpp, slide.mpp)
     thumb = slide.thumbnail(mpp)[: maps.shape[1], : maps.shape[2]]
     tissue = tissue_mask_from_rgb(thumb, mpp, TissueConfig(mpp=mpp)).mask
@@ -445,7 +433,7 @@ def _stream(config: SegmentConfig, todo: list[SlideRecord], ensemble, geometry: 
                         finish(sid, uris[sid], "ok", len(st.seen), "")
                         tiles += len(st.seen)
                     except Exception as exc:
-                        finish(sid, uris[sid], "failed", 0, _reason(exc))
+                        finish(sid, uris[sid], "failed", 0, error_text(exc))
         for sid in list(stitchers):  # defensive: a slide whose tiles did not all come back
             finish(sid, uris[sid], "failed", 0, "not every tile came back from the pipeline")
     finally:

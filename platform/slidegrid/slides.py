@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import cv2
@@ -268,3 +270,10 @@ def open_slide(uri: str, storage_options: Mapping[str, Any] | None = None,
                mpp_override: float | None = None) -> Slide:
     """Open a slide by local path, file:// or any fsspec URL (s3://, gs://); errors name the URI."""
     return Slide(uri, storage_options=storage_options, mpp_override=mpp_override)
+
+
+@lru_cache(maxsize=8)
+def open_slide_cached(uri: str, options_json: str, mpp_override: float | None = None) -> Slide:
+    """A slide kept open per worker process (storage options as JSON, hashable): Ray tasks reading a slide's
+    tiles chunk by chunk reuse the handle instead of re-opening it."""
+    return open_slide(uri, json.loads(options_json), mpp_override)

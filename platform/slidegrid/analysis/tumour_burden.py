@@ -61,7 +61,7 @@ def clean_viable(viable: np.ndarray, config: CleanupConfig = CleanupConfig()) ->
     mask = np.asarray(viable)
     mask = mask >= config.threshold if mask.dtype.kind == "f" else mask.astype(bool)
     if config.opening_radius:
-        mask = morphology.binary_opening(mask, morphology.disk(config.opening_radius))
+        mask = morphology.opening(mask, morphology.disk(config.opening_radius))
     if config.max_false_positive:
         mask = morphology.remove_small_objects(mask, max_size=config.max_false_positive)
     if config.max_hole:

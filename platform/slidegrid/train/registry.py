@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from .config import TrainConfig
-from .tracking import log_history, resolve_tracking_uri, safe_params, use_experiment
+from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 
 
 def load_checkpoint_model(ckpt_dir: str, cfg: TrainConfig):
@@ -113,13 +113,7 @@ def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: 
         with torch.no_grad():
             out = model(example, torch.ones((1, 8, 8), dtype=torch.bool))
         signature = infer_signature(example.numpy(), out.numpy())
-        # pickle, not MLflow's default pt2 export: an exported graph is traced at one grid size, while grids
-        # come in every size. Loading needs slidegrid importable (the model classes live there).
-        info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
-                                        serialization_format="pickle",
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "slidegrid"])
-        version = getattr(info, "registered_model_version", None)
-        uri = f"models:/{name}/{version}" if version else info.model_uri
+        uri = log_registered_model(model, name, signature)
     print(f"mlflow: run {run.info.run_id}, model {uri} ({mlflow.get_tracking_uri()})")
     return run.info.run_id, uri
 

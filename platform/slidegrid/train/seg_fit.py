@@ -15,7 +15,7 @@ from ..errors import ConfigError
 from ..seg_patches import IMAGENET_MEAN, IMAGENET_STD, patch_dataset
 from .fit import run_trainer
 from .seg_config import SegTrainConfig
-from .tracking import log_history, resolve_tracking_uri, safe_params, use_experiment
+from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 
 
 @dataclass(frozen=True)
@@ -169,7 +169,6 @@ def train_segmentation(cfg: SegTrainConfig) -> SegTrainReport:
 def log_segmentation_run(cfg: SegTrainConfig, members: list[MemberResult], checkpoint: str) -> tuple[str, str]:
     """A parent MLflow run with one nested run per member; the ensemble registered as one model."""
     import mlflow
-    import torch
 
     from ..models.seg_ensemble import load_ensemble
 
@@ -186,12 +185,7 @@ def log_segmentation_run(cfg: SegTrainConfig, members: list[MemberResult], check
         mlflow.log_metrics({"members": len(members),
                             "mean_best_val_dice": sum(m.best["val_dice"] for m in members) / len(members)})
         mlflow.log_artifact(checkpoint)
-        # pickle like the aggregators: loading needs slidegrid importable (the member classes live there).
-        info = mlflow.pytorch.log_model(load_ensemble(checkpoint), name="model", registered_model_name=name,
-                                        serialization_format="pickle",
-                                        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "slidegrid"])
-        version = getattr(info, "registered_model_version", None)
-        uri = f"models:/{name}/{version}" if version else info.model_uri
+        uri = log_registered_model(load_ensemble(checkpoint), name)
     print(f"mlflow: run {parent.info.run_id}, model {uri} ({mlflow.get_tracking_uri()})")
     return parent.info.run_id, uri
 

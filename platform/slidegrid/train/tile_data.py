@@ -198,8 +198,8 @@ def sample_rows(cfg: EncoderTrainConfig, plans: list[SlideTiles]) -> list[dict[s
 def read_batch(batch: dict[str, np.ndarray], cfg: EncoderTrainConfig,
                rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Read (and augment) the tiles of a batch of rows: `image` (and `image2` for pairs) as uint8 (N, T, T, 3)."""
-    from ..encode import _cached_slide  # the encode pipeline's per-process cache of open slides
     from ..encoders.augment import augment_tile
+    from ..slides import open_slide_cached
 
     rng = rng or np.random.default_rng()  # fresh draws every epoch: Ray Data re-runs this map per epoch
     opts = json.dumps(dict(cfg.storage_options), sort_keys=True)
@@ -209,7 +209,7 @@ def read_batch(batch: dict[str, np.ndarray], cfg: EncoderTrainConfig,
         images = np.empty((len(batch["uri"]), cfg.tile_size, cfg.tile_size, 3), np.uint8)
         for k in range(len(images)):
             mpp = float(batch[f"mpp{suffix}"][k])
-            slide = _cached_slide(str(batch[f"uri{suffix}"][k]), opts, None if math.isnan(mpp) else mpp)
+            slide = open_slide_cached(str(batch[f"uri{suffix}"][k]), opts, None if math.isnan(mpp) else mpp)
             tile = slide.read_region(int(batch[f"x{suffix}"][k]), int(batch[f"y{suffix}"][k]), cfg.tile_size,
                                      cfg.tile_size, cfg.mpp)
             images[k] = augment_tile(tile, rng) if (pairs or cfg.augment) else tile

@@ -96,3 +96,19 @@ def log_encode_run(config: EncodeConfig, results: list[SlideResult], tiles: int,
             mlflow.log_artifact(path)
     print(f"mlflow: run {run.info.run_id} in {uri}")
     return run.info.run_id
+
+
+def log_registered_model(model: Any, name: str, signature: Any = None) -> str:
+    """Log a torch model to the active MLflow run, register it under `name`, and return its URI.
+
+    Pickled, not MLflow's default pt2 export: an exported graph is traced at one input size, while grids and
+    slides come in every size. Loading needs slidegrid importable, where the model classes live.
+    """
+    import mlflow
+    import torch
+
+    info = mlflow.pytorch.log_model(model, name="model", signature=signature, registered_model_name=name,
+                                    serialization_format="pickle",
+                                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "slidegrid"])
+    version = getattr(info, "registered_model_version", None)
+    return f"models:/{name}/{version}" if version else info.model_uri
