@@ -114,3 +114,29 @@ def test_segment_outputs_open_in_their_tools(segmented):
     assert all(rows[s]["tiles"] > 0 for s in ("slide_0000", "slide_0001"))
     with open(os.path.join(d, "features.json")) as f:
         assert json.load(f)["slide_id"] == "slide_0000"
+
+
+@pytest.mark.slow
+def test_mrn_member_trains_on_concentric_patches_and_segments_a_slide(ray_local, tmp_path):
+    """MRN (papers/mrn-multi-resolution-unet.txt) through the same CLI: 2 resolutions in, every output out."""
+    from slidegrid.synthetic import synthesize_archive
+
+    cohort = synthesize_archive(str(tmp_path / "a"), n=3, size=1536, seed=3, tumour_rate=1.0, progress=False)
+    out = str(tmp_path / "out")
+    assert main(["train-seg", "--cohort", cohort, "--out", out, "--model", "mrn-bilinear", "--tiny",
+                 "--epochs", "2", "--freeze-epochs", "1", "--patch-size", "64", "--mpps", "0.5,2",
+                 "--patches-per-slide", "16", "--val-patches-per-slide", "8"]) == 0
+    from slidegrid.models.mrn import MRN
+    from slidegrid.models.seg_ensemble import load_ensemble
+
+    ensemble = load_ensemble(os.path.join(out, "ensemble.pt"))
+    assert ensemble.mpps == (0.5, 2.0) and isinstance(ensemble.members[0], MRN)
+    seg = tmp_path / "seg"
+    slide = tmp_path / "a" / "slides" / "slide_0002.tiff"
+    assert main(["segment", str(slide), "--model", os.path.join(out, "ensemble.pt"), "--out", str(seg),
+                 "--no-progress"]) == 0
+    files = {p.name for p in (seg / "slide_0002").iterdir()}
+    assert {"heatmap.tif", "aleatoric.tif", "epistemic.tif", "overlay.png", "tumour.geojson",
+            "features.json"} <= files
+    heat = cv2.imread(str(seg / "slide_0002" / "overlay.png"))
+    assert heat is not None and heat.size > 0
