@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from .checkpoints import read_state
 from .encoder_config import EncoderTrainConfig
 
 
@@ -37,7 +38,6 @@ def _check_room_for_reads(cfg: EncoderTrainConfig) -> None:
 
 def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
     """Train one encoder with Ray Train on tiles streamed from the archive (resuming a run of the same name)."""
-    import torch
 
     from ..encoders.learned import save_encoder
     from .encoder_loop import encoder_train_loop, method_for
@@ -51,7 +51,7 @@ def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
                          cfg.workers, cfg.gpus_per_worker, cfg.cpus_per_worker, cfg.max_failures,
                          datasets={"train": tile_dataset(cfg, rows)})
     ckpt_dir = result.checkpoint.to_directory(os.path.join(out, "final-checkpoint"))
-    state = torch.load(os.path.join(ckpt_dir, "state.pt"), map_location="cpu", weights_only=True)
+    state = read_state(ckpt_dir)
     method = method_for(cfg)
     method.load_state_dict(state["method"])
     method.eval()

@@ -4,14 +4,13 @@ the method, average gradients across workers, report and checkpoint every epoch,
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
 from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 
+from .checkpoints import report_epoch, restore_state
 from .encoder_config import EncoderTrainConfig
 
 
@@ -56,7 +55,6 @@ def encoder_train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import torch
     import torch.distributed as dist
-    from ray.train import Checkpoint
 
     from ..encoders.method import no_sync
 
@@ -70,10 +68,8 @@ def encoder_train_loop(config: dict[str, Any]) -> None:
     method = method_for(cfg).to(device)
     opts = method.optimizers(cfg.learning_rate)
     start, history = 0, []
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), map_location=device, weights_only=True)
+    state = restore_state(device)
+    if state:
         method.load_state_dict(state["method"])
         for opt, s in zip(opts, state["optimizers"]):
             opt.load_state_dict(s)
@@ -101,10 +97,5 @@ def encoder_train_loop(config: dict[str, Any]) -> None:
                    "tiles": tiles, "epoch_seconds": seconds, "tiles_per_s": tiles / seconds if seconds else 0.0,
                    "resumed_from": start}
         history.append(metrics)
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if rank == 0:
-                torch.save({"method": method.state_dict(), "optimizers": [o.state_dict() for o in opts],
-                            "epoch": epoch, "history": history}, os.path.join(d, "state.pt"))
-                checkpoint = Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_epoch(metrics, {"method": method.state_dict(), "optimizers": [o.state_dict() for o in opts],
+                               "epoch": epoch, "history": history} if rank == 0 else None)

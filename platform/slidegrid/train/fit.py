@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..storage import join
+from .checkpoints import read_state
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,6 @@ def train_with_ray(cfg: TrainConfig, callbacks: list | None = None):
 
 def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None = None) -> FitResult:
     """Train (resuming if a run of the same name exists in storage), then track and register the model."""
-    import torch
 
     result = train_with_ray(cfg)
     history: list[dict[str, Any]] = []
@@ -76,7 +76,7 @@ def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None 
     if result.checkpoint is not None:
         ckpt_dir = result.checkpoint.to_directory(os.path.join(os.path.abspath(cfg.out), "final-checkpoint"))
         # Every epoch's metrics travel in the checkpoint, so the history survives restarts of the run.
-        history = torch.load(os.path.join(ckpt_dir, "state.pt"), map_location="cpu", weights_only=True)["history"]
+        history = read_state(ckpt_dir)["history"]
     run_id = model_uri = None
     if log_to_mlflow and ckpt_dir:
         from .registry import log_training_run

@@ -8,13 +8,12 @@ A checkpoint is reported every epoch; a restarted run (same storage path + name)
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
+from .checkpoints import report_epoch, restore_state
 from .config import TrainConfig
 from .grid_data import CohortExamples, Example, GridCache, cell_labels, load_examples
 from .inference import evaluate, n_outputs, slide_batch, subgrid_batch
@@ -76,7 +75,6 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import torch
     import torch.distributed as dist
-    from ray.train import Checkpoint
 
     cfg = TrainConfig(**config)
     ctx = ray.train.get_context()
@@ -87,10 +85,8 @@ def train_loop(config: dict[str, Any]) -> None:
     cache = GridCache(cfg.storage_options)
     model, opt, sched = build(cfg, data, channel_stats(train, cache))
     start, best, stale, history = 0, math.inf, 0, []
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+    state = restore_state()
+    if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -126,16 +122,12 @@ def train_loop(config: dict[str, Any]) -> None:
             history.append(metrics)
         if world > 1 and dist.is_initialized():
             dist.broadcast(stop, src=0)
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if rank == 0:
-                core = model.module if hasattr(model, "module") else model
-                torch.save({"model": core.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "epoch": epoch, "best": best, "stale": stale,
-                            "history": history,
-                            "classes": list(data.classes), "code_size": data.code_size},
-                           os.path.join(d, "state.pt"))
-                checkpoint = Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        state = None
+        if rank == 0:
+            core = model.module if hasattr(model, "module") else model
+            state = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                     "epoch": epoch, "best": best, "stale": stale, "history": history,
+                     "classes": list(data.classes), "code_size": data.code_size}
+        report_epoch(metrics, state)
         if stop.item():
             break

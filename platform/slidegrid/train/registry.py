@@ -10,17 +10,17 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoints import read_state
 from .config import TrainConfig
 from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 
 
 def load_checkpoint_model(ckpt_dir: str, cfg: TrainConfig):
     """Rebuild the model of a Ray Train checkpoint (weights only: torch.load(weights_only=True))."""
-    import torch
 
     from ..models import GridStandardizer, build_model
 
-    state = torch.load(os.path.join(ckpt_dir, "state.pt"), map_location="cpu", weights_only=True)
+    state = read_state(ckpt_dir)
     n_out = {"classification": len(state["classes"]), "regression": 1, "segmentation": 2}[cfg.task]
     c = int(state["code_size"])
     model = GridStandardizer(build_model(cfg.model, c, n_out, **cfg.model_kwargs), [0.0] * c, [1.0] * c)

@@ -13,6 +13,7 @@ from typing import Any
 from ..archive import SlideRecord, read_cohort
 from ..errors import ConfigError
 from ..seg_patches import IMAGENET_MEAN, IMAGENET_STD, patch_dataset
+from .checkpoints import read_state
 from .fit import run_trainer
 from .seg_config import SegTrainConfig
 from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
@@ -103,12 +104,6 @@ def _member_trial(trial_config: dict[str, Any]) -> None:
                  callbacks=[TuneReportCallback()])
 
 
-def _load_state(path: str) -> dict[str, Any]:
-    import torch
-
-    return torch.load(os.path.join(path, "state.pt"), map_location="cpu", weights_only=True)
-
-
 def _train_parallel(cfg: SegTrainConfig, n: int) -> list[dict[str, Any]]:
     """Every member at once as Tune trials; their final checkpoints' states in member order."""
     import ray.tune
@@ -131,7 +126,7 @@ def _train_parallel(cfg: SegTrainConfig, n: int) -> list[dict[str, Any]]:
         path = (result.metrics or {}).get(CHECKPOINT_PATH_KEY)
         if result.error or not path:
             raise ConfigError(f"member {index}", f"training failed: {str(result.error)[:500]}")
-        states[index] = _load_state(path)
+        states[index] = read_state(path)
     return [states[i] for i in range(n)]
 
 
@@ -157,7 +152,7 @@ def train_segmentation(cfg: SegTrainConfig) -> SegTrainReport:
         if result.checkpoint is None:
             raise ConfigError(plan[0][0], f"training produced no checkpoint ({result.error})")
         with result.checkpoint.as_directory() as d:
-            states = [_load_state(d)]
+            states = [read_state(d)]
     members = [MemberResult(name, fold, s["model"], s["history"]) for (name, fold), s in zip(plan, states)]
     path = os.path.join(os.path.abspath(cfg.out), "ensemble.pt")
     save_ensemble(path, [{"name": m.name, "kwargs": cfg.member_kwargs(m.name), "state": m.state} for m in members],

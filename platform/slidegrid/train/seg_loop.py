@@ -9,14 +9,13 @@ inference uses) and the current state (what a restarted run resumes from: same s
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 import time
 from typing import Any
 
 import numpy as np
 
 from ..seg_patches import normalize
+from .checkpoints import report_epoch, restore_state
 from .seg_config import SegTrainConfig
 
 
@@ -68,7 +67,6 @@ def seg_train_loop(config: dict[str, Any]) -> None:
     """Ray Train entry point (runs on each worker); `config` is a SegTrainConfig dict plus `member`."""
     import ray.train
     import torch
-    from ray.train import Checkpoint
 
     from ..losses import HybridLoss
     from ..models.segmentation import set_encoder_trainable
@@ -83,10 +81,8 @@ def seg_train_loop(config: dict[str, Any]) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step or cfg.epochs + 1, gamma=cfg.lr_gamma)
     start, best, stale, history, best_state = 0, math.inf, 0, [], None
-    ckpt = ray.train.get_checkpoint()
-    if ckpt:
-        with ckpt.as_directory() as d:
-            state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+    state = restore_state()
+    if state:
         model.load_state_dict(state["last"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -121,14 +117,9 @@ def seg_train_loop(config: dict[str, Any]) -> None:
         else:
             stale += 1
         history.append(metrics)
-        with tempfile.TemporaryDirectory() as d:
-            checkpoint = None
-            if ctx.get_world_rank() == 0:
-                torch.save({"model": best_state, "last": core.state_dict(), "optimizer": opt.state_dict(),
-                            "scheduler": sched.state_dict(), "epoch": epoch, "best": best, "stale": stale,
-                            "history": history, "member": member}, os.path.join(d, "state.pt"))
-                checkpoint = Checkpoint.from_directory(d)
-            ray.train.report(metrics, checkpoint=checkpoint)
+        report_epoch(metrics, {"model": best_state, "last": core.state_dict(), "optimizer": opt.state_dict(),
+                               "scheduler": sched.state_dict(), "epoch": epoch, "best": best, "stale": stale,
+                               "history": history, "member": member} if ctx.get_world_rank() == 0 else None)
         # Every rank computed the same averaged val_loss, so all stop together.
         if cfg.patience and stale >= cfg.patience:
             break
