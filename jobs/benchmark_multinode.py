@@ -36,7 +36,7 @@ def _child(mode: str, archive: str, out: str) -> None:
             cluster.add_node(num_cpus=cpus)
         ray.init(address=cluster.address, log_to_driver=False)
     else:
-        ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
     report = run_encode(EncodeConfig(input=archive, out=out, mlflow=False, progress=False, dtype="float32"))
     print("RESULT " + json.dumps({"tiles": report.tiles, "seconds": report.seconds,
                                   "nodes": len([n for n in ray.nodes() if n["Alive"]])}))

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from . import __version__
 from .errors import SlidegridError
@@ -18,6 +19,34 @@ Handler = Callable[[argparse.Namespace], int]
 def _add_storage(p: argparse.ArgumentParser) -> None:
     p.add_argument("--storage-options", metavar="JSON", default=None,
                    help="fsspec options for remote URIs as JSON (default: AWS env/config, AWS_ENDPOINT_URL)")
+
+
+def _add_placement(p: argparse.ArgumentParser, *, reads: bool = True, train: bool = False,
+                   concurrent: bool = False) -> None:
+    """Flags that override the resource plan (placement.py); its rule goes in the command's --help."""
+    from .placement import DATA_SHARE, START_TIMEOUT_S
+
+    p.epilog = ("Placement: planned from the cluster's resources (a local Ray, or RAY_ADDRESS) so that Ray Data's "
+                "read tasks always keep a CPU; the flags under 'placement' override it.")
+    g = p.add_argument_group("placement")
+    if reads:
+        g.add_argument("--data-cpus", type=float, default=None, metavar="N",
+                       help=f"CPUs no actor or Train worker may take, kept for Ray Data's read tasks (default: "
+                            f"{DATA_SHARE * 100:.0f}%% of the cluster's CPUs, at least 1)")
+    if train:
+        g.add_argument("--cpus-per-worker", type=float, default=None, metavar="N",
+                       help="CPUs per Ray Train worker (default 1; an equal share of what is left when even one "
+                            "run does not fit whole)")
+        g.add_argument("--start-timeout", dest="start_timeout_s", type=float, default=None, metavar="S",
+                       help=f"seconds a Train run may wait for its workers before it fails (default {START_TIMEOUT_S:g})")
+    if concurrent:
+        g.add_argument("--max-concurrent", type=int, default=None, metavar="N",
+                       help="runs training at once (default: as many as the cluster fits)")
+
+
+def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """The named options the user set (None: unset, so the config's own default applies)."""
+    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
 def _add_mpp_override(p: argparse.ArgumentParser) -> None:
@@ -155,6 +184,7 @@ def _encode(args: argparse.Namespace) -> int:
         tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp,
         batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite, mpp_override=args.mpp_override,
         storage_options=parse_storage_options(args.storage_options), actors=args.actors, amp=args.amp,
+        data_cpus=args.data_cpus,
         tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow, progress=not args.no_progress)
     report = run_encode(config)
     results = report.results
@@ -202,6 +232,7 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_storage(p)
     _add_mpp_override(p)
+    _add_placement(p)
 
 
 def _register_encode(sub: argparse._SubParsersAction) -> None:
@@ -237,8 +268,8 @@ def _register_show(sub: argparse._SubParsersAction) -> None:
 
 # -- train / tune / predict ---------------------------------------------------------------------
 
-def add_train_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of `slidegrid train` and `slidegrid tune` (shared with jobs/train.py, jobs/tune.py)."""
+def add_train_arguments(p: argparse.ArgumentParser, concurrent: bool = False) -> None:
+    """Arguments of `slidegrid train` and (`concurrent` runs) `slidegrid tune`."""
     p.add_argument("--grids", required=True, help="grid store written by `slidegrid encode`")
     p.add_argument("--cohort", required=True, help="cohort table (slide_id, uri, label/target/annotation, fold)")
     p.add_argument("--out", required=True, help="output folder (checkpoints, MLflow store, plots)")
@@ -256,6 +287,7 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
     p.add_argument("--register-as", default=None, help="MLflow registered model name")
     _add_storage(p)
+    _add_placement(p, reads=False, train=True, concurrent=concurrent)
 
 
 def _train_config(args: argparse.Namespace):
@@ -263,7 +295,8 @@ def _train_config(args: argparse.Namespace):
 
     overrides = {k: getattr(args, k) for k in ("grids", "cohort", "out", "model", "task", "epochs", "lr",
                                                "batch_size", "val_fold", "workers", "gpus_per_worker", "storage",
-                                               "name", "tracking_uri", "register_as")}
+                                               "name", "tracking_uri", "register_as", "cpus_per_worker",
+                                               "start_timeout_s")}
     overrides["storage_options"] = parse_storage_options(args.storage_options) or None
     return build_train_config(overrides, args.config)
 
@@ -302,7 +335,8 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 def _tune(args: argparse.Namespace) -> int:
     from .train.sweep import load_space, tune_sweep
 
-    summary = tune_sweep(_train_config(args), load_space(args.space), args.trials, args.max_concurrent)
+    summary = tune_sweep(_train_config(args), load_space(args.space), args.trials, args.max_concurrent,
+                         args.grace_epochs)
     print(f"best {summary['metric']} = {summary['best_value']:.4f} with {summary['best_params']}")
     print(f"best checkpoint: {summary['best_checkpoint']}")
     print(f"saved: {args.out.rstrip('/')}/best.yaml; mlflow sweep run {summary['mlflow_run_id']}")
@@ -311,10 +345,10 @@ def _tune(args: argparse.Namespace) -> int:
 
 def _register_tune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="sweep training hyperparameters (Ray Tune + ASHA)")
-    add_train_arguments(p)
+    add_train_arguments(p, concurrent=True)
     p.add_argument("--space", required=True, help="search space YAML (params: {lr: {loguniform: [1e-4, 1e-2]}})")
     p.add_argument("--trials", type=int, default=8, help="number of trials")
-    p.add_argument("--max-concurrent", type=int, default=1, help="trials running at once")
+    p.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs a trial runs before it may be stopped")
     p.set_defaults(func=_tune)
 
 
@@ -350,6 +384,7 @@ def _train_encoder(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, gamma=args.gamma, augment=not args.no_augment,
         min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp, workers=args.workers,
         cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, storage=args.storage,
+        **_given(args, "data_cpus", "start_timeout_s"),
         name=args.name, tracking_uri=args.tracking_uri, register_as=args.register_as, mlflow=not args.no_mlflow,
         seed=args.seed, storage_options=parse_storage_options(args.storage_options) or {})
     result = fit_encoder(cfg)
@@ -390,7 +425,6 @@ def _register_train_encoder(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-tissue", type=float, default=0.5, help="min tissue fraction of a training tile")
     p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (µm/px)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers")
-    p.add_argument("--cpus-per-worker", type=float, default=1.0)
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--storage", default=None, help="checkpoint storage (default OUT/checkpoints)")
     p.add_argument("--name", default=None, help="run name; the same name and storage resume a run")
@@ -400,6 +434,7 @@ def _register_train_encoder(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-mlflow", action="store_true", help="do not track or register the run")
     p.add_argument("--seed", type=int, default=0)
     _add_storage(p)
+    _add_placement(p, train=True)
     p.set_defaults(func=_train_encoder)
 
 
@@ -413,7 +448,8 @@ def _train_seg(args: argparse.Namespace) -> int:
                                             "freeze_epochs", "patience", "batch_size", "patch_size", "mpp",
                                             "patches_per_slide", "val_patches_per_slide", "encoder",
                                             "encoder_depth", "val_fold", "workers", "gpus_per_worker", "storage",
-                                            "name", "tracking_uri", "register_as", "seed")}
+                                            "name", "tracking_uri", "register_as", "seed", "cpus_per_worker",
+                                            "data_cpus", "start_timeout_s", "max_concurrent")}
     values = {k: v for k, v in values.items() if v is not None}
     if args.members:
         values["members"] = tuple(m.strip() for m in args.members.split(",") if m.strip())
@@ -467,6 +503,7 @@ def _register_train_seg(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--register-as", default=None, help="MLflow registered model name")
     p.add_argument("--seed", type=int, default=None)
     _add_storage(p)
+    _add_placement(p, train=True, concurrent=True)
     p.set_defaults(func=_train_seg)
 
 
@@ -478,6 +515,7 @@ def _segment(args: argparse.Namespace) -> int:
         input=args.input, model=args.model, out=args.out, tile_size=args.tile_size, stride=args.stride,
         weighting=args.weighting, tta=not args.no_tta, members=args.members, heatmap_mpp=args.heatmap_mpp,
         threshold=args.threshold, min_tissue=args.min_tissue, batch_size=args.batch_size, actors=args.actors,
+        data_cpus=args.data_cpus,
         overwrite=args.overwrite, tracking_uri=args.tracking_uri, mpp_override=args.mpp_override,
         storage_options=parse_storage_options(args.storage_options), progress=not args.no_progress)
     report = run_segment(config)
@@ -516,6 +554,7 @@ def _register_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-progress", action="store_true")
     _add_storage(p)
     _add_mpp_override(p)
+    _add_placement(p)
     p.set_defaults(func=_segment)
 
 

@@ -29,6 +29,7 @@ from .encoders import EncoderSpec, build_encoder
 from .errors import ConfigError, SlidegridError, error_text
 from .grids import grid_table, grid_uri, read_grid_meta, write_grid
 from .manifest import ManifestWriter, SlideResult
+from .placement import OVERRIDE_HELP, ClusterShape, Watchdog, plan_pool
 from .slides import open_slide_cached
 from .storage import is_remote
 from .tiling import GridSpec, tile_grid
@@ -61,6 +62,7 @@ class EncodeConfig:
     mpp_override: float | None = None
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     actors: int | None = None
+    data_cpus: float | None = None  # CPUs no encoder actor may take (None: planned, placement.py)
     amp: str = "bf16"
     tracking_uri: str | None = None
     mlflow: bool = True
@@ -302,19 +304,15 @@ def _done_slides(records: list[SlideRecord], config: EncodeConfig, shash: str,
     return {r.slide_id: r for r in found if r is not None}
 
 
-def _placement(config: EncodeConfig, light: bool, resources: Mapping[str, float]) -> dict[str, Any]:
-    """Where encoder actors run: one per GPU when the cluster has GPUs, else a few CPU actors."""
-    gpus = int(resources.get("GPU", 0))
-    cpus = int(resources.get("CPU", 1))
-    if gpus and not light:
-        n = config.actors or gpus
-        return {"device": "cuda", "actors": n, "num_gpus": 1, "num_cpus": 1 if cpus > 2 * n else 0,
-                "torch_threads": None}
-    n = config.actors or 1
-    # Light encoders (mean-rgb) barely use the CPU: leave the cores to the decoders. A CNN on CPU takes
-    # every core's threads, like a DataLoader's main process, while decode tasks interleave with it.
-    return {"device": "cpu", "actors": n, "num_gpus": 0, "num_cpus": 0.25 if light else 1,
-            "torch_threads": None if light else max(1, (os.cpu_count() or 1) // n)}
+def _placement(config: EncodeConfig, light: bool) -> dict[str, Any]:
+    """Where encoder actors run (placement.plan_pool): one per GPU when the cluster has GPUs, else a few CPU
+    actors that leave the decode tasks their CPUs."""
+    plan = plan_pool(ClusterShape.current(), actors=config.actors, light=light, data_cpus=config.data_cpus)
+    log.info("placement: %s", plan.describe())
+    # A CNN on CPU takes every core's threads, like a DataLoader's main process, while decode tasks interleave.
+    threads = None if light or plan.device == "cuda" else max(1, (os.cpu_count() or 1) // plan.actors)
+    return {"device": plan.device, "actors": plan.actors, "num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus,
+            "read_cpus": plan.read_cpus, "torch_threads": threads}
 
 
 def _remove_stale_temporaries(out: str) -> None:
@@ -360,8 +358,8 @@ def run_encode(config: EncodeConfig) -> EncodeReport:
     t0 = time.time()
     tiles = 0
     if todo:
-        resources = init_ray()
-        tiles = _stream(config, todo, dim, digest, light, shash, writer, resources, ray)
+        init_ray()
+        tiles = _stream(config, todo, dim, digest, light, shash, writer, ray)
     writer.flush()
     elapsed = time.time() - t0
     report = EncodeReport(writer.results(), tiles, elapsed)
@@ -380,20 +378,21 @@ def _unfused() -> dict[str, Any]:
 
 
 def _stream(config: EncodeConfig, todo: list[SlideRecord], dim: int, digest: str, light: bool, shash: str,
-            writer: ManifestWriter, resources: Mapping[str, float], ray) -> int:
+            writer: ManifestWriter, ray) -> int:
     """Run the Ray Data pipeline and write grids as slides complete; returns tiles encoded."""
     from tqdm import tqdm
 
-    place = _placement(config, light, resources)
+    place = _placement(config, light)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = config.progress
     ctx.execution_options.preserve_order = False
     items = [{"slide_id": r.slide_id, "uri": r.uri, "mpp": r.mpp} for r in todo]
     ds = (
         ray.data.from_items(items, override_num_blocks=min(len(items), 1000))
-        .flat_map(plan_slide, fn_kwargs={"config": config, "digest": digest, "shash": shash}, num_cpus=1)
-        .map_batches(read_chunk, fn_kwargs={"config": config}, batch_size=1, batch_format="numpy", num_cpus=1,
-                     ray_remote_args_fn=_unfused)
+        .flat_map(plan_slide, fn_kwargs={"config": config, "digest": digest, "shash": shash},
+                  num_cpus=place["read_cpus"])
+        .map_batches(read_chunk, fn_kwargs={"config": config}, batch_size=1, batch_format="numpy",
+                     num_cpus=place["read_cpus"], ray_remote_args_fn=_unfused)
         .map_batches(
             EncodeActor,
             fn_constructor_kwargs={"spec": EncoderSpec(config.encoder, config.weights, place["device"], config.amp),
@@ -410,36 +409,38 @@ def _stream(config: EncodeConfig, todo: list[SlideRecord], dim: int, digest: str
     failed: set[str] = set()
     tiles = 0
     bar = tqdm(total=len(todo), desc="slides", unit="slide", disable=not config.progress)
-    try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for sid in np.unique(batch["slide_id"]):
-                rows = np.flatnonzero(batch["slide_id"] == sid)
-                sid = str(sid)
-                if sid in failed or writer.has(sid):
-                    continue
-                first_seen.setdefault(sid, time.time())
-                status = batch["status"][rows]
-                if (status != "ok").any() or (batch["index"][rows] < 0).any():
-                    bad = rows[np.argmax(status != "ok")] if (status != "ok").any() else rows[0]
-                    st = str(batch["status"][bad])
-                    meta = json.loads(batch["meta"][bad]) if batch["meta"][bad] else {}
-                    writer.add(SlideResult(sid, meta.get("source_uri", ""), st, 0,
-                                           _seconds(meta, first_seen[sid]), str(batch["error"][bad]), shash))
-                    if st == "failed":
-                        failed.add(sid)
-                    buffers.pop(sid, None)
-                    bar.update(1)
-                    continue
-                buf = buffers.get(sid)
-                if buf is None:
-                    buf = buffers[sid] = _SlideBuffer(int(batch["n_tiles"][rows[0]]), dim, np.dtype(config.dtype))
-                buf.add(batch["index"][rows], batch, rows)
-                if buf.complete:
-                    tiles += _finish(config, buffers.pop(sid), writer, shash, first_seen[sid])
-                    bar.update(1)
-    finally:
-        bar.close()
-        writer.flush()
+    with Watchdog("encode", OVERRIDE_HELP) as watchdog:
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                watchdog.tick()
+                for sid in np.unique(batch["slide_id"]):
+                    rows = np.flatnonzero(batch["slide_id"] == sid)
+                    sid = str(sid)
+                    if sid in failed or writer.has(sid):
+                        continue
+                    first_seen.setdefault(sid, time.time())
+                    status = batch["status"][rows]
+                    if (status != "ok").any() or (batch["index"][rows] < 0).any():
+                        bad = rows[np.argmax(status != "ok")] if (status != "ok").any() else rows[0]
+                        st = str(batch["status"][bad])
+                        meta = json.loads(batch["meta"][bad]) if batch["meta"][bad] else {}
+                        writer.add(SlideResult(sid, meta.get("source_uri", ""), st, 0,
+                                               _seconds(meta, first_seen[sid]), str(batch["error"][bad]), shash))
+                        if st == "failed":
+                            failed.add(sid)
+                        buffers.pop(sid, None)
+                        bar.update(1)
+                        continue
+                    buf = buffers.get(sid)
+                    if buf is None:
+                        buf = buffers[sid] = _SlideBuffer(int(batch["n_tiles"][rows[0]]), dim, np.dtype(config.dtype))
+                    buf.add(batch["index"][rows], batch, rows)
+                    if buf.complete:
+                        tiles += _finish(config, buffers.pop(sid), writer, shash, first_seen[sid])
+                        bar.update(1)
+        finally:
+            bar.close()
+            writer.flush()
     return tiles
 
 

@@ -11,8 +11,10 @@ log = logging.getLogger(__name__)
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, float]:
     """Connect to (or start) Ray once and return the cluster's resources.
 
-    With RAY_ADDRESS set (as under `ray job submit`) or an explicit address, connect to that cluster;
-    otherwise start a local one. Re-using an initialized Ray lets tests and notebooks share one.
+    With RAY_ADDRESS set (as under `ray job submit`; `auto` for a `ray start` cluster on this machine) or an
+    explicit address, connect to that cluster; otherwise start a local one of our own, even where another
+    Ray runs on the machine (or left a stale address behind). Re-using an initialized Ray lets tests and
+    notebooks share one.
     """
     import ray
 
@@ -21,7 +23,7 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
         if target:
             ray.init(address=target, logging_level=logging.WARNING)
         else:
-            ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     resources = ray.cluster_resources()
     log.info("ray resources: %s", resources)
     return resources

@@ -35,6 +35,7 @@ import numpy as np
 from .archive import SlideRecord, list_archive
 from .errors import ConfigError, error_text
 from .manifest import ManifestWriter, SlideResult
+from .placement import OVERRIDE_HELP, ClusterShape, Watchdog, plan_pool
 from .slides import open_slide_cached
 from .stitching import WEIGHTINGS, HeatmapAccumulator, tile_positions
 from .storage import atomic_write, filesystem, join
@@ -63,6 +64,7 @@ class SegmentConfig:
     min_tissue: float = 0.01
     batch_size: int = 4
     actors: int | None = None
+    data_cpus: float | None = None  # CPUs no model actor may take (None: planned, placement.py)
     overwrite: bool = False
     tracking_uri: str | None = None
     mpp_override: float | None = None
@@ -364,9 +366,10 @@ def run_segment(config: SegmentConfig, ensemble=None) -> SegmentReport:
                 features[r.slide_id] = found
         else:
             todo.append(r)
-    resources = init_ray() if todo else {}
+    if todo:
+        init_ray()
     t0 = time.time()  # after Ray's start: the pipeline's throughput, not the cluster's boot
-    tiles = _stream(config, todo, ensemble, geometry, shash, writer, features, resources) if todo else 0
+    tiles = _stream(config, todo, ensemble, geometry, shash, writer, features) if todo else 0
     writer.flush()
     seconds = time.time() - t0
     table = _write_features_table(config, list(features.values()))
@@ -374,27 +377,29 @@ def run_segment(config: SegmentConfig, ensemble=None) -> SegmentReport:
 
 
 def _stream(config: SegmentConfig, todo: list[SlideRecord], ensemble, geometry: Geometry, shash: str,
-            writer: ManifestWriter, features: dict[str, dict[str, Any]], resources: Mapping[str, float]) -> int:
+            writer: ManifestWriter, features: dict[str, dict[str, Any]]) -> int:
     """Run the Ray Data pipeline; stitch and write slides as their last tile arrives; returns tiles done."""
     import ray
     from tqdm import tqdm
 
-    gpus = int(resources.get("GPU", 0))
-    actors = config.actors or max(gpus, 1)
+    place = plan_pool(ClusterShape.current(), actors=config.actors, data_cpus=config.data_cpus)
+    log.info("placement: %s", place.describe())
+    gpu = place.device == "cuda"
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = config.progress
     ctx.execution_options.preserve_order = False
     items = [{"slide_id": r.slide_id, "uri": r.uri, "mpp": r.mpp} for r in todo]
     ds = (ray.data.from_items(items, override_num_blocks=len(items))
-          .flat_map(plan_slide, fn_kwargs={"config": config, "geometry": geometry}, num_cpus=1)
+          .flat_map(plan_slide, fn_kwargs={"config": config, "geometry": geometry}, num_cpus=place.read_cpus)
           .map_batches(read_batch, fn_kwargs={"config": config, "geometry": geometry}, batch_size=config.batch_size,
-                       batch_format="numpy", num_cpus=1)
+                       batch_format="numpy", num_cpus=place.read_cpus)
           .map_batches(SegmentActor,
                        fn_constructor_kwargs={"ensemble": ensemble, "tta": config.tta, "factor": geometry.factor,
-                                              "torch_threads": None if gpus else max(1, (os.cpu_count() or 1) // actors)},
+                                              "torch_threads": None if gpu else max(1, (os.cpu_count() or 1) // place.actors)},
                        batch_size=config.batch_size, batch_format="numpy",
-                       compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors, max_tasks_in_flight_per_actor=2),
-                       num_gpus=1 if gpus else 0, num_cpus=0 if gpus else 1))
+                       compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors,
+                                                          max_tasks_in_flight_per_actor=2),
+                       num_gpus=place.num_gpus, num_cpus=place.num_cpus))
     stitchers: dict[str, SlideStitcher] = {}
     overrides: dict[str, float | None] = {}
     started: dict[str, float] = {}
@@ -408,35 +413,37 @@ def _stream(config: SegmentConfig, todo: list[SlideRecord], ensemble, geometry: 
         bar.update(1)
 
     uris = {r.slide_id: r.uri for r in todo}
-    try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            for i in range(len(batch["slide_id"])):
-                sid = str(batch["slide_id"][i])
-                if writer.has(sid):
-                    continue
-                started.setdefault(sid, time.time())
-                if batch["status"][i] != "ok":
-                    finish(sid, uris[sid], str(batch["status"][i]), 0, str(batch["error"][i]))
-                    continue
-                st = stitchers.get(sid)
-                if st is None:
-                    meta = json.loads(batch["meta"][i])  # small, on every row: tiles arrive in any order
-                    overrides[sid] = _override(float(batch["mpp_override"][i]))
-                    shape = heatmap_shape(tuple(meta["dimensions"]), meta["slide_mpp"],
-                                          max(config.heatmap_mpp, meta["slide_mpp"]))
-                    st = stitchers[sid] = SlideStitcher(int(batch["n_tiles"][i]), shape, geometry.factor,
-                                                        config.weighting, meta)
-                st.add(int(batch["index"][i]), int(batch["px"][i]), int(batch["py"][i]), batch["maps"][i])
-                if st.complete:
-                    try:
-                        features[sid] = write_outputs(config, sid, uris[sid], st.acc.result(), st.meta, overrides[sid])
-                        finish(sid, uris[sid], "ok", len(st.seen), "")
-                        tiles += len(st.seen)
-                    except Exception as exc:
-                        finish(sid, uris[sid], "failed", 0, error_text(exc))
-        for sid in list(stitchers):  # defensive: a slide whose tiles did not all come back
-            finish(sid, uris[sid], "failed", 0, "not every tile came back from the pipeline")
-    finally:
-        bar.close()
-        writer.flush()
+    with Watchdog("segment", OVERRIDE_HELP) as watchdog:
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                watchdog.tick()
+                for i in range(len(batch["slide_id"])):
+                    sid = str(batch["slide_id"][i])
+                    if writer.has(sid):
+                        continue
+                    started.setdefault(sid, time.time())
+                    if batch["status"][i] != "ok":
+                        finish(sid, uris[sid], str(batch["status"][i]), 0, str(batch["error"][i]))
+                        continue
+                    st = stitchers.get(sid)
+                    if st is None:
+                        meta = json.loads(batch["meta"][i])  # small, on every row: tiles arrive in any order
+                        overrides[sid] = _override(float(batch["mpp_override"][i]))
+                        shape = heatmap_shape(tuple(meta["dimensions"]), meta["slide_mpp"],
+                                              max(config.heatmap_mpp, meta["slide_mpp"]))
+                        st = stitchers[sid] = SlideStitcher(int(batch["n_tiles"][i]), shape, geometry.factor,
+                                                            config.weighting, meta)
+                    st.add(int(batch["index"][i]), int(batch["px"][i]), int(batch["py"][i]), batch["maps"][i])
+                    if st.complete:
+                        try:
+                            features[sid] = write_outputs(config, sid, uris[sid], st.acc.result(), st.meta, overrides[sid])
+                            finish(sid, uris[sid], "ok", len(st.seen), "")
+                            tiles += len(st.seen)
+                        except Exception as exc:
+                            finish(sid, uris[sid], "failed", 0, error_text(exc))
+            for sid in list(stitchers):  # defensive: a slide whose tiles did not all come back
+                finish(sid, uris[sid], "failed", 0, "not every tile came back from the pipeline")
+        finally:
+            bar.close()
+            writer.flush()
     return tiles

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..placement import START_TIMEOUT_S
 from .grid_data import TASKS
 
 MODELS = ("attention", "nic-cnn", "ran-cnn", "ran-lstm")
@@ -47,7 +48,8 @@ class TrainConfig:
     val_fold: int | None = None
     workers: int = 1
     gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None  # None: planned (1, or a share where nothing else fits)
+    start_timeout_s: float = START_TIMEOUT_S  # a run whose workers cannot start in this time fails
     max_failures: int = 2
     storage: str | None = None  # Ray Train checkpoints (local path or s3://); default <out>/checkpoints
     name: str | None = None  # Ray Train run name (same name + storage = resume)

@@ -9,6 +9,7 @@ from typing import Any
 from ..encoders.learned import METHODS
 from ..encoders.nets import NetConfig
 from ..errors import ConfigError
+from ..placement import START_TIMEOUT_S
 from ..tiling import GridSpec
 from ..tissue import TissueConfig
 
@@ -37,7 +38,9 @@ class EncoderTrainConfig:
     min_tissue: float = 0.5
     tissue_mpp: float = 8.0
     workers: int = 1
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None  # None: planned (1, or a share where nothing else fits)
+    data_cpus: float | None = None  # CPUs kept for Ray Data reads (None: planned, placement.py)
+    start_timeout_s: float = START_TIMEOUT_S  # a run whose workers cannot start in this time fails
     gpus_per_worker: float = 0.0
     max_failures: int = 2  # worker restarts, each resuming from the last epoch's checkpoint
     storage: str | None = None  # Ray Train checkpoints; default <out>/checkpoints

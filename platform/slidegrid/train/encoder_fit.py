@@ -22,34 +22,19 @@ class EncoderFitResult:
     model_uri: str | None  # MLflow model URI (registered version)
 
 
-def _check_room_for_reads(cfg: EncoderTrainConfig) -> None:
-    """Fail fast where the Train workers would take every CPU: the tile reads (Ray Data tasks) would never be
-    scheduled and the run would hang silently (RAY-NOTES: starvation on small machines)."""
-    from ..errors import ConfigError
-    from ..runtime import init_ray
-
-    cpus = float(init_ray().get("CPU", 0))
-    if cfg.workers * cfg.cpus_per_worker > cpus - 1:
-        fit = max(cpus - 1, 0) / cfg.workers
-        raise ConfigError("--cpus-per-worker", f"{cfg.workers} workers x {cfg.cpus_per_worker:g} CPUs leave none of the "
-                                               f"cluster's {cpus:g} CPUs to read tiles; use --cpus-per-worker "
-                                               f"{fit:.2g} or fewer --workers")
-
-
 def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
     """Train one encoder with Ray Train on tiles streamed from the archive (resuming a run of the same name)."""
 
     from ..encoders.learned import save_encoder
     from .encoder_loop import encoder_train_loop, method_for
-    from .fit import run_trainer
+    from .fit import plan_training, run_trainer
     from .tile_data import plan_archive, sample_rows, tile_dataset
 
     out = os.path.abspath(cfg.out)
-    _check_room_for_reads(cfg)
+    plan = plan_training(cfg, reads=True)  # fails fast where the workers would leave the tile reads no CPU
     rows = sample_rows(cfg, plan_archive(cfg))
     result = run_trainer(encoder_train_loop, cfg.to_dict(), cfg.run_name, cfg.storage or os.path.join(out, "checkpoints"),
-                         cfg.workers, cfg.gpus_per_worker, cfg.cpus_per_worker, cfg.max_failures,
-                         datasets={"train": tile_dataset(cfg, rows)})
+                         plan, cfg.max_failures, datasets={"train": tile_dataset(cfg, rows)})
     ckpt_dir = result.checkpoint.to_directory(os.path.join(out, "final-checkpoint"))
     state = read_state(ckpt_dir)
     method = method_for(cfg)

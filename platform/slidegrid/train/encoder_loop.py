@@ -62,7 +62,7 @@ def encoder_train_loop(config: dict[str, Any]) -> None:
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     # One thread per reserved CPU: more threads than cores thrash when workers share a machine.
-    torch.set_num_threads(max(1, int(cfg.cpus_per_worker)))
+    torch.set_num_threads(max(1, int(ray.get_runtime_context().get_assigned_resources().get("CPU", 1))))
     torch.manual_seed(cfg.seed)
     device = ray.train.torch.get_device()
     method = method_for(cfg).to(device)

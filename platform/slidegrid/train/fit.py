@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import ConfigError
+from ..placement import OVERRIDE_HELP, RunPlan, Watchdog
 from ..storage import join
 from .checkpoints import read_state
 from .config import TrainConfig
@@ -30,41 +33,91 @@ def run_name(cfg: TrainConfig) -> str:
     return cfg.name or f"{cfg.model}-{cfg.task}" + (f"-fold{cfg.val_fold}" if cfg.val_fold is not None else "")
 
 
-def run_trainer(loop, loop_config: dict[str, Any], name: str, storage: str, workers: int = 1,
-                gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_failures: int = 2,
-                callbacks: list | None = None, datasets: dict[str, Any] | None = None):
-    """Run a Ray Train loop on `workers` workers (same name + storage = resume) and return Ray's Result."""
+def run_trainer(loop, loop_config: dict[str, Any], name: str, storage: str, plan: RunPlan, max_failures: int = 2,
+                callbacks: list | None = None, datasets: dict[str, Any] | None = None, watch: bool = True):
+    """Run a Ray Train loop placed by `plan` (same name + storage = resume) and return Ray's Result.
+
+    The run's Ray Data streams use only the CPUs the plan keeps for reads, and a worker group that cannot
+    start within `plan.start_timeout_s` fails the run with a ConfigError naming the flags to change,
+    instead of Ray Train retrying forever. `watch` (the driver's own runs; Tune trials are watched by the
+    sweep): a Watchdog says within a minute when the run waits for resources.
+    """
     import ray.train
+    from ray.data import ExecutionOptions, ExecutionResources
     from ray.train.torch import TorchTrainer
+    from ray.train.v2._internal.exceptions import (
+        WorkerGroupStartupFailedError,
+        WorkerGroupStartupTimeoutError,
+    )
 
     from ..runtime import init_ray
 
-    init_ray()
+    resources = init_ray()
+    per_worker = {"CPU": plan.cpus_per_worker, **({"GPU": plan.gpus_per_worker} if plan.gpus_per_worker else {})}
+    data_config = None
+    if datasets:
+        # Ray Data plans its budget from the whole cluster; the Train workers' CPUs are not its to use.
+        held = float(resources.get("CPU", 0.0)) - plan.data_cpus
+        data_config = ray.train.DataConfig(execution_options=ExecutionOptions(
+            exclude_resources=ExecutionResources(cpu=max(held, 0.0))))
     trainer = TorchTrainer(
         loop,
         train_loop_config=loop_config,
         datasets=datasets,
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=workers, use_gpu=gpus_per_worker > 0,
-            resources_per_worker={"CPU": cpus_per_worker, **({"GPU": gpus_per_worker} if gpus_per_worker else {})}),
+        dataset_config=data_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=plan.workers, use_gpu=plan.gpus_per_worker > 0,
+                                               resources_per_worker=per_worker),
         run_config=ray.train.RunConfig(
             name=name, storage_path=storage, callbacks=callbacks or [],
-            failure_config=ray.train.FailureConfig(max_failures=max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=max_failures,
+                                                   controller_failure_limit=plan.start_attempts),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # Ray Train's per-report INFO lines drown the job's own output; --debug brings them back.
             logging_config=ray.train.LoggingConfig(
                 log_level="INFO" if log.isEnabledFor(logging.INFO) else "WARNING")),
     )
-    return trainer.fit()
+    try:
+        with Watchdog(f"training {name}", OVERRIDE_HELP) if watch else nullcontext():
+            return trainer.fit()
+    except ray.train.ControllerError as exc:
+        if not isinstance(exc.controller_failure, (WorkerGroupStartupTimeoutError, WorkerGroupStartupFailedError)):
+            raise
+        raise ConfigError("--workers", f"Ray Train could not start {plan.workers} worker(s) x {per_worker} within "
+                                       f"{plan.start_timeout_s:g} s ({type(exc.controller_failure).__name__}); "
+                                       f"the cluster has {_resources_text(resources)}; use fewer --workers, "
+                                       "--cpus-per-worker, --max-concurrent or a longer --start-timeout") from None
 
 
-def train_with_ray(cfg: TrainConfig, callbacks: list | None = None):
-    """Run the Ray Train loop for a config and return Ray's Result."""
+def _resources_text(resources: dict[str, float]) -> str:
+    """'4 CPU, 1 GPU' from a Ray resource dict."""
+    return ", ".join(f"{resources.get(k, 0):g} {k}" for k in ("CPU", "GPU"))
+
+
+def plan_training(cfg: Any, *, runs: int = 1, reads: bool = False, max_concurrent: int | None = None,
+                  trials: bool = False) -> RunPlan:
+    """Plan `runs` Train runs of a training config (its workers, cpus_per_worker, gpus_per_worker,
+    start_timeout_s and, where it streams a Ray Dataset (`reads`), data_cpus) on the connected or a new
+    local Ray cluster; `trials`: each run is a Tune trial. Logs the plan; ConfigError when it cannot fit."""
+    from ..placement import TRIAL_CPUS, ClusterShape, plan_runs
+    from ..runtime import init_ray
+
+    init_ray()
+    plan = plan_runs(ClusterShape.current(), runs=runs, workers=cfg.workers, cpus_per_worker=cfg.cpus_per_worker,
+                     gpus_per_worker=cfg.gpus_per_worker, reads=reads, data_cpus=getattr(cfg, "data_cpus", None),
+                     max_concurrent=max_concurrent, trial_cpus=TRIAL_CPUS if trials else 0.0,
+                     start_timeout_s=cfg.start_timeout_s)
+    log.info("placement: %s", plan.describe())
+    return plan
+
+
+def train_with_ray(cfg: TrainConfig, callbacks: list | None = None, plan: RunPlan | None = None,
+                   watch: bool = True):
+    """Run the Ray Train loop for a config (placed by `plan`, default planned here) and return Ray's Result."""
     from .loop import train_loop
 
     storage = cfg.storage or os.path.abspath(join(cfg.out, "checkpoints"))
-    return run_trainer(train_loop, cfg.to_dict(), run_name(cfg), storage, cfg.workers, cfg.gpus_per_worker,
-                       cfg.cpus_per_worker, cfg.max_failures, callbacks)
+    return run_trainer(train_loop, cfg.to_dict(), run_name(cfg), storage, plan or plan_training(cfg),
+                       cfg.max_failures, callbacks, watch=watch)
 
 
 def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None = None) -> FitResult:

@@ -13,6 +13,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..models.segmentation import ARCHITECTURES
+from ..placement import START_TIMEOUT_S
 from ..seg_patches import PatchSpec
 
 MEMBERS = (*ARCHITECTURES, "mrn-bilinear", "mrn-transposed")
@@ -54,7 +55,10 @@ class SegTrainConfig:
     val_fold: int | None = None  # single member: the held-out fold (default: the lowest)
     workers: int = 1
     gpus_per_worker: float = 0.0
-    cpus_per_worker: float = 1.0
+    cpus_per_worker: float | None = None  # None: planned (1, or a share where nothing else fits)
+    data_cpus: float | None = None  # CPUs kept for Ray Data reads (None: planned, placement.py)
+    start_timeout_s: float = START_TIMEOUT_S  # a run whose workers cannot start in this time fails
+    max_concurrent: int | None = None  # ensemble members training at once (None: as many as fit)
     max_failures: int = 1
     storage: str | None = None
     name: str | None = None

@@ -12,9 +12,10 @@ from typing import Any
 
 from ..archive import SlideRecord, read_cohort
 from ..errors import ConfigError
+from ..placement import RunPlan
 from ..seg_patches import IMAGENET_MEAN, IMAGENET_STD, patch_dataset
 from .checkpoints import read_state
-from .fit import run_trainer
+from .fit import plan_training, run_trainer
 from .seg_config import SegTrainConfig
 from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 
@@ -73,8 +74,10 @@ def _rows(records: list[SlideRecord]) -> list[dict[str, Any]]:
     return [{"slide_id": r.slide_id, "uri": r.uri, "annotation": r.annotation, "mpp": r.mpp} for r in records]
 
 
-def train_member(cfg: SegTrainConfig, index: int, callbacks: list | None = None):
-    """One member as one Ray Train run on patches streamed from its training folds; returns Ray's Result."""
+def train_member(cfg: SegTrainConfig, index: int, plan: RunPlan, callbacks: list | None = None,
+                 watch: bool = True):
+    """One member as one Ray Train run (placed by `plan`) on patches streamed from its training folds;
+    returns Ray's Result."""
     records = _cohort(cfg)
     member, fold = member_plan(cfg, records)[index]
     train = _rows([r for r in records if r.fold != fold])
@@ -86,8 +89,8 @@ def train_member(cfg: SegTrainConfig, index: int, callbacks: list | None = None)
     }
     storage = cfg.storage or os.path.abspath(os.path.join(cfg.out, "checkpoints"))
     name = f"{cfg.name or 'train-seg'}-member{index}-{member}-fold{fold}"
-    return run_trainer(_loop(), {**cfg.to_dict(), "member": member}, name, storage, cfg.workers,
-                       cfg.gpus_per_worker, cfg.cpus_per_worker, cfg.max_failures, callbacks, datasets)
+    return run_trainer(_loop(), {**cfg.to_dict(), "member": member}, name, storage, plan, cfg.max_failures,
+                       callbacks, datasets, watch=watch)
 
 
 def _loop():
@@ -96,34 +99,26 @@ def _loop():
     return seg_train_loop
 
 
-def _member_trial(trial_config: dict[str, Any]) -> None:
+def _member_trial(trial_config: dict[str, Any], callbacks: list, trial_id: str) -> None:
     """One Tune trial = one member's Ray Train run."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    train_member(SegTrainConfig(**trial_config["__base__"]), int(trial_config["index"]),
-                 callbacks=[TuneReportCallback()])
+    train_member(SegTrainConfig(**trial_config["__base__"]), int(trial_config["index"]), trial_config["__plan__"],
+                 callbacks=callbacks, watch=False)
 
 
-def _train_parallel(cfg: SegTrainConfig, n: int) -> list[dict[str, Any]]:
-    """Every member at once as Tune trials; their final checkpoints' states in member order."""
-    import ray.tune
+def _train_parallel(cfg: SegTrainConfig, plan: RunPlan, n: int) -> list[dict[str, Any]]:
+    """The members as Tune trials, `plan.concurrent` at once; their final checkpoints' states in member order."""
     from ray import tune
-    from ray.tune.integration.ray_train import CHECKPOINT_PATH_KEY
 
-    from ..runtime import init_ray
+    from .trials import CHECKPOINT_PATH, run_trials, trial_for
 
-    init_ray()
-    tuner = tune.Tuner(
-        tune.with_resources(_member_trial, {"cpu": 0.01}),
-        param_space={"index": tune.grid_search(list(range(n))), "__base__": cfg.to_dict()},
-        tune_config=tune.TuneConfig(max_concurrent_trials=n),
-        run_config=ray.tune.RunConfig(name=cfg.name or "train-seg",
-                                      storage_path=os.path.abspath(os.path.join(cfg.out, "tune"))),
-    )
+    grid = run_trials(trial_for(_member_trial, "SegMemberTrial"),
+                      {"index": tune.grid_search(list(range(n))), "__base__": cfg.to_dict()}, plan,
+                      cfg.name or "train-seg", os.path.abspath(os.path.join(cfg.out, "tune")),
+                      what="train-seg members")
     states: dict[int, dict[str, Any]] = {}
-    for result in tuner.fit():
+    for result in grid:
         index = int(result.config["index"])
-        path = (result.metrics or {}).get(CHECKPOINT_PATH_KEY)
+        path = (result.metrics or {}).get(CHECKPOINT_PATH)
         if result.error or not path:
             raise ConfigError(f"member {index}", f"training failed: {str(result.error)[:500]}")
         states[index] = read_state(path)
@@ -145,10 +140,12 @@ def train_segmentation(cfg: SegTrainConfig) -> SegTrainReport:
 
     plan = member_plan(cfg, _cohort(cfg))
     spec = _spec(cfg)
+    placement = plan_training(cfg, runs=len(plan), reads=True, max_concurrent=cfg.max_concurrent,
+                              trials=len(plan) > 1)
     if len(plan) > 1:
-        states = _train_parallel(cfg, len(plan))
+        states = _train_parallel(cfg, placement, len(plan))
     else:
-        result = train_member(cfg, 0)
+        result = train_member(cfg, 0, placement)
         if result.checkpoint is None:
             raise ConfigError(plan[0][0], f"training produced no checkpoint ({result.error})")
         with result.checkpoint.as_directory() as d:

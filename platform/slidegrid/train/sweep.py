@@ -71,47 +71,49 @@ def apply_trial(base: TrainConfig, trial: dict[str, Any], trial_name: str) -> Tr
     return with_overrides(base, **plain, model_kwargs=kw, name=trial_name, tracking_uri=base.tracking_uri)
 
 
-def _trial(trial_config: dict[str, Any]) -> None:
+def _trial(trial_config: dict[str, Any], callbacks: list, trial_id: str) -> None:
     """One Tune trial = one Ray Train run reporting every epoch back to Tune."""
-    from ray import tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     from .fit import train_with_ray
 
     base = TrainConfig(**trial_config.pop("__base__"))
-    cfg = apply_trial(base, trial_config, f"trial-{tune.get_context().get_trial_id()}")
-    train_with_ray(cfg, callbacks=[TuneReportCallback()])
+    plan = trial_config.pop("__plan__")
+    cfg = apply_trial(base, trial_config, f"trial-{trial_id}")
+    train_with_ray(cfg, callbacks=callbacks, plan=plan, watch=False)
 
 
-def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent: int = 1,
+def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent: int | None = None,
                grace_epochs: int = 1) -> dict[str, Any]:
-    """Run the sweep; returns the best config, metric and checkpoint, also saved as best.yaml in base.out."""
-    import ray.tune
-    from ray import tune
+    """Run the sweep; returns the best config, metric and checkpoint, also saved as best.yaml in base.out.
+
+    `max_concurrent` trials at once (default: as many as the cluster fits, placement.plan_runs); ASHA stops
+    trials after `grace_epochs` epochs at the earliest, and a stopped trial frees its Train workers at once
+    (train/trials.py).
+    """
     from ray.tune.schedulers import ASHAScheduler
 
-    from ..runtime import init_ray
+    from .fit import plan_training
     from .registry import log_sweep
+    from .trials import CHECKPOINT_PATH, run_trials, trial_for
 
-    init_ray()
+    plan = plan_training(base, runs=trials, max_concurrent=max_concurrent, trials=True)
     os.makedirs(base.out, exist_ok=True)
     storage = base.storage or os.path.abspath(os.path.join(base.out, "tune"))
-    tuner = tune.Tuner(
-        tune.with_resources(_trial, {"cpu": 0.01}),
-        param_space={**_tune_space(space), "__base__": base.to_dict()},
-        tune_config=tune.TuneConfig(metric=space.metric, mode=space.mode, num_samples=trials,
-                                    max_concurrent_trials=max_concurrent,
-                                    scheduler=ASHAScheduler(grace_period=grace_epochs, max_t=base.epochs,
-                                                            time_attr="epoch")),
-        run_config=ray.tune.RunConfig(name=base.name or "sweep", storage_path=storage),
-    )
-    grid = tuner.fit()
+    grid = run_trials(trial_for(_trial, "TrainTrial"), {**_tune_space(space), "__base__": base.to_dict()}, plan,
+                      base.name or "sweep", storage, what="tune sweep", num_samples=trials,
+                      metric=space.metric, mode=space.mode,
+                      scheduler=ASHAScheduler(grace_period=grace_epochs, max_t=base.epochs, time_attr="epoch"))
     best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
-    best_params = {k: v for k, v in best.config.items() if k != "__base__"}
+    best_params = {k: v for k, v in best.config.items() if not k.startswith("__")}
     summary = {"metric": space.metric, "mode": space.mode, "best_value": float(best.metrics[space.metric]),
-               "best_params": best_params, "best_checkpoint": best.checkpoint.path if best.checkpoint else None,
-               "trials": len(grid)}
+               "best_params": best_params, "best_checkpoint": best.metrics.get(CHECKPOINT_PATH),
+               "trials": len(grid), "stopped_early": sum(_stopped_early(r, base.epochs) for r in grid)}
     with open(os.path.join(base.out, "best.yaml"), "w") as f:
         yaml.safe_dump(summary, f, sort_keys=False)
     summary["mlflow_run_id"] = log_sweep(base, space, grid)
     return summary
+
+
+def _stopped_early(result, epochs: int) -> bool:
+    """A trial that ended (ASHA or early stopping) before its last epoch."""
+    df = result.metrics_dataframe
+    return df is not None and "epoch" in df and len(df) > 0 and int(df["epoch"].max()) < epochs - 1
