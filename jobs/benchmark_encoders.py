@@ -26,18 +26,18 @@ SETTINGS = {
 }
 
 
-def train_row(root: str, method: str, workers: int, s: dict, cpus: float) -> tuple[dict, str]:
+def train_row(root: str, method: str, workers: int, s: dict) -> tuple[dict, str]:
     """Train one encoder; its last epoch's throughput and loss, and the encoder file."""
     from slidegrid.train.encoder_config import EncoderTrainConfig
     from slidegrid.train.encoder_fit import fit_encoder
+    from slidegrid.train.fit import plan_training
 
-    # Leave one CPU to the Ray Data reads (fit_encoder refuses a configuration that would starve them).
-    per_worker = min(1.0, (cpus - 1) / workers)
     cfg = EncoderTrainConfig(input=os.path.join(root, "train", "cohort.csv"),
                              out=os.path.join(root, f"{method}-{workers}"), method=method,
                              code_size=s["code_size"], tile_size=s["tile_size"], mpp=s["mpp"], width=s["width"],
                              depth=s["depth"], epochs=s["epochs"], tiles=s["tiles"], batch_size=s["batch_size"],
-                             workers=workers, cpus_per_worker=per_worker, mlflow=False)
+                             workers=workers, mlflow=False)
+    per_worker = plan_training(cfg, reads=True).cpus_per_worker  # what fit_encoder plans (placement.py)
     result = fit_encoder(cfg)
     first, last = result.history[0], result.history[-1]
     return {"method": method, "workers": workers, "cpus_per_worker": per_worker, "tiles_per_epoch": last["tiles"],
@@ -90,7 +90,7 @@ def main() -> None:
     rows, files = [], {}
     for method in args.methods.split(","):
         for workers in (1, 2):
-            row, path = train_row(root, method, workers, s, cpus)
+            row, path = train_row(root, method, workers, s)
             rows.append(row)
             if workers == 1:
                 files[method] = path

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import shlex
+from pathlib import Path
+
 import mlflow
 import pytest
 
@@ -25,3 +29,26 @@ def test_demo_runs_every_stage_and_reports_where_things_are(tmp_path, ray_local,
     mlflow.set_tracking_uri(f"sqlite:///{out}/mlflow.db")
     versions = mlflow.MlflowClient().search_model_versions("name='slidegrid-attention-classification'")
     assert len(versions) == 1  # the trained model is registered where the report says
+
+
+def _readme_tune_command() -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    found = re.search(r"^\.venv/bin/slidegrid (tune .*?)\n(?!\s)", text.replace("\\\n", " "), re.M | re.S)
+    assert found, "the README lost its tune example"
+    return shlex.split(found.group(1))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_readme_tune_example_runs_as_written_on_the_demo_grids(tmp_path, ray_local, capsys):
+    out = tmp_path / "slidegrid-demo"
+    assert main(["demo", "--out", str(out), "--slides", "8", "--size", "1024", "--workers", "1",
+                 "--epochs", "1"]) == 0
+    repo = Path(__file__).resolve().parents[1]
+    args = [str(repo / a) if a.startswith("jobs/") else a.replace("slidegrid-demo", str(out))
+            for a in _readme_tune_command()]
+    assert main(args) == 0
+    import yaml
+
+    best = yaml.safe_load((out / "sweep" / "best.yaml").read_text())
+    assert best["trials"] == int(args[args.index("--trials") + 1]) and best["best_params"]

@@ -14,6 +14,9 @@ import pytest
 from slidegrid.cli import main
 
 EPOCHS = 4
+# The fixture trains two members in parallel, each with its own Ray Data patch stream: a starved read used
+# to hang it until pytest's 900-s limit (the no-hangs issue); now it must finish well inside this.
+pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")

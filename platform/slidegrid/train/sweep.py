@@ -102,6 +102,10 @@ def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent
                       base.name or "sweep", storage, what="tune sweep", num_samples=trials,
                       metric=space.metric, mode=space.mode,
                       scheduler=ASHAScheduler(grace_period=grace_epochs, max_t=base.epochs, time_attr="epoch"))
+    if not any(r.metrics and space.metric in r.metrics for r in grid):
+        errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error]
+        raise ConfigError("--space", f"no trial reported {space.metric}" + (f"; first error: {errors[0][:300]}"
+                                                                            if errors else ""))
     best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
     best_params = {k: v for k, v in best.config.items() if not k.startswith("__")}
     summary = {"metric": space.metric, "mode": space.mode, "best_value": float(best.metrics[space.metric]),

@@ -133,7 +133,7 @@ def run_trials(trainable, param_space: dict[str, Any], plan, name: str, storage:
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=num_samples, scheduler=scheduler,
                                     max_concurrent_trials=plan.concurrent),
         # The Train runs keep their own checkpoints (Ray Train storage); Tune's would be empty.
-        run_config=ray.tune.RunConfig(name=name, storage_path=storage,
+        run_config=ray.tune.RunConfig(name=name, storage_path=storage, verbose=1,  # status table, no config dumps
                                       checkpoint_config=ray.tune.CheckpointConfig(checkpoint_at_end=False)),
     )
     with Watchdog(what, OVERRIDE_HELP):
