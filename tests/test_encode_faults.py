@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import glob
-import json
 import os
 import signal
 import subprocess
@@ -14,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from _scenarios import run_scenario
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.grids import MANIFEST_NAME, grid_uri, read_grid
 from slidegrid.manifest import read_manifest
@@ -51,12 +51,7 @@ def _same_grids(a: Path, b: Path, ids: list[str]) -> None:
 @pytest.mark.slow
 def test_worker_node_dies_mid_run(archive, clean, tmp_path):
     out = tmp_path / "faulty"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "scenarios" / "node_failure.py"), str(archive),
-                           str(out), str(TILE)], capture_output=True, text=True, env=env, timeout=600)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(line[7:])
+    report = run_scenario("node_failure", archive, out, TILE, timeout=600)
     assert report["removed_mid_run"], "the node was removed after the job ended: the test proved nothing"
     assert sorted(r["status"] for r in report["results"]) == ["ok"] * 6, [r["error"] for r in report["results"]]
     ids = [f"f{i}" for i in range(6)]

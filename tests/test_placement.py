@@ -4,20 +4,15 @@ cluster whose only worker node has 1 CPU finishes with the same grids as on the 
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from _scenarios import run_scenario
 from slidegrid.errors import ConfigError
 from slidegrid.placement import TRIAL_CPUS, ClusterShape, Watchdog, plan_pool, plan_runs
 
-REPO = Path(__file__).resolve().parents[1]
 LAPTOP = ClusterShape(cpus=2, gpus=0, node_cpus=2)
 TEST_RAY = ClusterShape(cpus=4, gpus=0, node_cpus=4)
 ONE_CPU_WORKER = ClusterShape(cpus=1, gpus=0, node_cpus=1)
@@ -81,6 +76,19 @@ def test_run_plans_by_cluster():
         plan_runs(LAPTOP, gpus_per_worker=1)
     with pytest.raises(ConfigError, match="--data-cpus"):
         plan_runs(LAPTOP, data_cpus=2)
+
+
+def test_an_elastic_cluster_waits_for_nodes_instead_of_refusing(caplog):
+    """A cluster we joined may autoscale (GPU workers from 0, a head with no CPUs): plan what one node would
+    hold and wait (the Train start timeout bounds it) rather than refuse; a local Ray we started is fixed."""
+    empty = ClusterShape(cpus=0, gpus=0, node_cpus=0, elastic=True)
+    p = plan_runs(empty, runs=3, workers=4, gpus_per_worker=1)
+    assert (p.concurrent, p.workers, p.cpus_per_worker, p.gpus_per_worker) == (1, 4, 1.0, 1.0)
+    assert "waiting for the cluster to add nodes" in caplog.text
+    pool = plan_pool(empty)
+    assert (pool.num_cpus, pool.read_cpus) == (1.0, 1.0)
+    with pytest.raises(ConfigError, match="--gpus-per-worker"):
+        plan_runs(ClusterShape(cpus=0, gpus=0, node_cpus=0), gpus_per_worker=1)
 
 
 def test_start_timeout_counts_ray_train_start_attempts(monkeypatch):
@@ -170,13 +178,7 @@ def test_encode_on_a_cluster_whose_only_worker_has_one_cpu(tmp_path, ray_local):
     for i in range(2):
         write_synthetic_slide(str(archive / f"s{i}.tiff"), SyntheticSpec(width=1536, height=1024, seed=70 + i))
     out = tmp_path / "one-cpu"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, str(REPO / "tests" / "scenarios" / "one_cpu_worker.py"), str(archive),
-                           str(out), "64"], capture_output=True, text=True, env=env, timeout=540)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-    assert line, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = json.loads(line[7:])
+    report = run_scenario("one_cpu_worker", archive, out, 64, timeout=540)
     for name, got in report.items():
         assert [r["status"] for r in got["results"]] == ["ok", "ok"], (name, got["results"])
         assert got["plan"]["num_cpus"] + got["plan"]["read_cpus"] <= 1.0

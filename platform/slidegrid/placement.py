@@ -46,21 +46,30 @@ class ClusterShape:
     cpus: float
     gpus: float
     node_cpus: float  # CPUs of the largest alive node: one task or worker never spans nodes
-
-    @classmethod
-    def from_resources(cls, resources: dict[str, float], node_cpus: float | None = None) -> ClusterShape:
-        """From `ray.cluster_resources()`; `node_cpus` defaults to the total (one node)."""
-        cpus = float(resources.get("CPU", 0.0))
-        return cls(cpus, float(resources.get("GPU", 0.0)), cpus if node_cpus is None else float(node_cpus))
+    # A cluster this process connected to may add nodes (autoscaling, GPU workers from 0): a request it cannot
+    # hold now is logged and waited for (bounded by the Train start timeout) instead of refused.
+    elastic: bool = False
 
     @classmethod
     def current(cls) -> ClusterShape:
-        """The connected Ray cluster's alive nodes."""
+        """The connected Ray cluster's alive nodes (elastic unless it is the local Ray `init_ray` started)."""
         import ray
+
+        from .runtime import started_local_ray
 
         nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
         largest = max((float(n.get("CPU", 0.0)) for n in nodes), default=0.0)
-        return cls.from_resources(ray.cluster_resources(), largest)
+        total = ray.cluster_resources()
+        return cls(float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0)), largest,
+                   elastic=not started_local_ray())
+
+
+def _cannot_fit(shape: ClusterShape, flag: str, reason: str) -> None:
+    """Refuse a request a fixed cluster cannot hold; on an elastic one, say so and let it wait for nodes."""
+    if not shape.elastic:
+        raise ConfigError(flag, reason)
+    log.warning("%s: %s; waiting for the cluster to add nodes (a Train run gives up after --start-timeout)",
+                flag, reason)
 
 
 def data_reserve(shape: ClusterShape, data_cpus: float | None = None) -> float:
@@ -70,8 +79,10 @@ def data_reserve(shape: ClusterShape, data_cpus: float | None = None) -> float:
     Raises ConfigError when an explicit `--data-cpus` is not positive or exceeds the cluster.
     """
     if data_cpus is not None:
-        if not 0 < data_cpus <= shape.cpus:
-            raise ConfigError("--data-cpus", f"{data_cpus:g} is not in (0, {shape.cpus:g}], the cluster's CPUs")
+        if data_cpus <= 0:
+            raise ConfigError("--data-cpus", "must be positive")
+        if data_cpus > shape.cpus:
+            _cannot_fit(shape, "--data-cpus", f"{data_cpus:g} exceed the cluster's {shape.cpus:g} CPUs")
         return float(data_cpus)
     return float(max(1.0, math.floor(shape.cpus * DATA_SHARE)))
 
@@ -123,8 +134,9 @@ def plan_pool(shape: ClusterShape, *, actors: int | None = None, gpu: bool = Tru
             per = read / n
     read = min(read, shape.node_cpus or read)
     if per < MIN_CPUS / 2 or read <= 0:
-        raise ConfigError("--actors", f"{n} actor(s) and the reads do not fit in {shape.cpus:g} CPU(s); "
-                                      "use fewer --actors or a larger cluster")
+        _cannot_fit(shape, "--actors", f"{n} actor(s) and the reads do not fit in {shape.cpus:g} CPU(s); use "
+                                       "fewer --actors or a larger cluster")
+        per, read = (0.25 if light else 1.0), 1.0  # what a node the cluster adds will hold
     return PoolPlan("cpu", n, round(per, 3), 0.0, round(read, 3), reserve)
 
 
@@ -172,26 +184,30 @@ def plan_runs(shape: ClusterShape, *, runs: int = 1, workers: int = 1, cpus_per_
         raise ConfigError("--cpus-per-worker", "must be positive")
     reserve = data_reserve(shape, data_cpus) if reads else 0.0
     free = shape.cpus - reserve
-    if free <= trial_cpus + workers * MIN_CPUS:
-        raise ConfigError("--data-cpus", f"keeping {reserve:g} of the cluster's {shape.cpus:g} CPUs for reads "
-                                         "leaves none for Train workers; lower --data-cpus or add CPUs")
-    fit = math.inf
-    if gpus_per_worker:
-        fit = math.floor(shape.gpus / (workers * gpus_per_worker) + 1e-9)
-        if fit < 1:
-            raise ConfigError("--gpus-per-worker", f"{workers} worker(s) x {gpus_per_worker:g} GPU need "
-                                                   f"{workers * gpus_per_worker:g} GPUs; the cluster has {shape.gpus:g}")
     per = 1.0 if cpus_per_worker is None else float(cpus_per_worker)
-    fit = min(fit, math.floor((free + 1e-9) / (workers * per + trial_cpus)))
+    fit = math.floor((free + 1e-9) / (workers * per + trial_cpus))
+    if gpus_per_worker:
+        fit = min(fit, math.floor(shape.gpus / (workers * gpus_per_worker) + 1e-9))
+        if shape.gpus < workers * gpus_per_worker:
+            _cannot_fit(shape, "--gpus-per-worker", f"{workers} worker(s) x {gpus_per_worker:g} GPU need "
+                                                    f"{workers * gpus_per_worker:g} GPUs; the cluster has {shape.gpus:g}")
     if fit < 1:
-        fits = (free - trial_cpus) / workers
-        if cpus_per_worker is not None:
-            raise ConfigError("--cpus-per-worker", f"{workers} worker(s) x {per:g} CPU leave no CPU for reads in "
-                                                   f"{shape.cpus:g} CPUs ({reserve:g} kept for Ray Data); use "
-                                                   f"--cpus-per-worker {math.floor(fits * 100) / 100:g} or fewer --workers")
-        per, fit = math.floor(fits * 100) / 100, 1
+        share = math.floor((free - trial_cpus) / workers * 100) / 100  # what each worker could have now
+        if gpus_per_worker and shape.gpus < workers * gpus_per_worker:
+            pass  # said above: an elastic cluster is adding GPU nodes
+        elif cpus_per_worker is None and share >= MIN_CPUS:
+            per = share  # the only way on a small machine: the workers share what the reads leave
+        elif cpus_per_worker is None:
+            _cannot_fit(shape, "--data-cpus", f"keeping {reserve:g} of the cluster's {shape.cpus:g} CPUs for reads "
+                                              "leaves none for Train workers; lower --data-cpus or add CPUs")
+        else:
+            _cannot_fit(shape, "--cpus-per-worker", f"{workers} worker(s) x {per:g} CPU leave no CPU for reads in "
+                                                    f"{shape.cpus:g} CPUs ({reserve:g} kept for Ray Data); use "
+                                                    f"--cpus-per-worker {max(share, 0):g} or fewer --workers")
+        fit = 1
     if per > shape.node_cpus > 0:
-        raise ConfigError("--cpus-per-worker", f"{per:g} CPUs per worker exceed the largest node's {shape.node_cpus:g}")
+        _cannot_fit(shape, "--cpus-per-worker", f"{per:g} CPUs per worker exceed the largest node's "
+                                                f"{shape.node_cpus:g}")
     concurrent = int(min(runs, fit, max_concurrent or runs))
     return RunPlan(concurrent, workers, per, float(gpus_per_worker), reserve, float(start_timeout_s))
 

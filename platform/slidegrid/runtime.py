@@ -6,6 +6,7 @@ import logging
 import os
 
 log = logging.getLogger(__name__)
+_started_here = False  # whether init_ray started the Ray this process uses
 
 
 def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[str, float]:
@@ -23,7 +24,17 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> dict[st
         if target:
             ray.init(address=target, logging_level=logging.WARNING)
         else:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+            # The dashboard (on 127.0.0.1) serves the state API that Ray Train's placement-group cleaner needs:
+            # without it a Train run whose controller dies keeps its workers' CPUs, and the cleaner logs a
+            # warning every second.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=None, logging_level=logging.WARNING)
+            global _started_here
+            _started_here = True
     resources = ray.cluster_resources()
     log.info("ray resources: %s", resources)
     return resources
+
+
+def started_local_ray() -> bool:
+    """Whether the Ray in use is the local one `init_ray` started (fixed size), not a cluster we joined."""
+    return _started_here

@@ -130,7 +130,7 @@ def log_sweep(base: TrainConfig, space, grid) -> str:
         best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
         mlflow.log_metric(f"best_{space.metric}", float(best.metrics[space.metric]))
         for i, result in enumerate(grid):
-            params = {k: v for k, v in result.config.items() if k != "__base__"}
+            params = dict(result.config)
             with mlflow.start_run(run_name=f"trial-{i}", nested=True):
                 mlflow.log_params(safe_params(params))
                 df = result.metrics_dataframe

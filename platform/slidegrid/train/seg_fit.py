@@ -99,10 +99,10 @@ def _loop():
     return seg_train_loop
 
 
-def _member_trial(trial_config: dict[str, Any], callbacks: list, trial_id: str) -> None:
+def _member_trial(trial_config: dict[str, Any], fixed: dict[str, Any], callbacks: list, trial_id: str) -> None:
     """One Tune trial = one member's Ray Train run."""
-    train_member(SegTrainConfig(**trial_config["__base__"]), int(trial_config["index"]), trial_config["__plan__"],
-                 callbacks=callbacks, watch=False)
+    train_member(SegTrainConfig(**fixed["base"]), int(trial_config["index"]), fixed["plan"], callbacks=callbacks,
+                 watch=False)
 
 
 def _train_parallel(cfg: SegTrainConfig, plan: RunPlan, n: int) -> list[dict[str, Any]]:
@@ -112,7 +112,7 @@ def _train_parallel(cfg: SegTrainConfig, plan: RunPlan, n: int) -> list[dict[str
     from .trials import CHECKPOINT_PATH, run_trials, trial_for
 
     grid = run_trials(trial_for(_member_trial, "SegMemberTrial"),
-                      {"index": tune.grid_search(list(range(n))), "__base__": cfg.to_dict()}, plan,
+                      {"index": tune.grid_search(list(range(n)))}, {"base": cfg.to_dict()}, plan,
                       cfg.name or "train-seg", os.path.abspath(os.path.join(cfg.out, "tune")),
                       what="train-seg members")
     states: dict[int, dict[str, Any]] = {}

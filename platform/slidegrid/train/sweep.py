@@ -71,14 +71,12 @@ def apply_trial(base: TrainConfig, trial: dict[str, Any], trial_name: str) -> Tr
     return with_overrides(base, **plain, model_kwargs=kw, name=trial_name, tracking_uri=base.tracking_uri)
 
 
-def _trial(trial_config: dict[str, Any], callbacks: list, trial_id: str) -> None:
+def _trial(trial_config: dict[str, Any], fixed: dict[str, Any], callbacks: list, trial_id: str) -> None:
     """One Tune trial = one Ray Train run reporting every epoch back to Tune."""
     from .fit import train_with_ray
 
-    base = TrainConfig(**trial_config.pop("__base__"))
-    plan = trial_config.pop("__plan__")
-    cfg = apply_trial(base, trial_config, f"trial-{trial_id}")
-    train_with_ray(cfg, callbacks=callbacks, plan=plan, watch=False)
+    cfg = apply_trial(TrainConfig(**fixed["base"]), trial_config, f"trial-{trial_id}")
+    train_with_ray(cfg, callbacks=callbacks, plan=fixed["plan"], watch=False)
 
 
 def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent: int | None = None,
@@ -98,7 +96,7 @@ def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent
     plan = plan_training(base, runs=trials, max_concurrent=max_concurrent, trials=True)
     os.makedirs(base.out, exist_ok=True)
     storage = base.storage or os.path.abspath(os.path.join(base.out, "tune"))
-    grid = run_trials(trial_for(_trial, "TrainTrial"), {**_tune_space(space), "__base__": base.to_dict()}, plan,
+    grid = run_trials(trial_for(_trial, "TrainTrial"), _tune_space(space), {"base": base.to_dict()}, plan,
                       base.name or "sweep", storage, what="tune sweep", num_samples=trials,
                       metric=space.metric, mode=space.mode,
                       scheduler=ASHAScheduler(grace_period=grace_epochs, max_t=base.epochs, time_attr="epoch"))
@@ -107,7 +105,7 @@ def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent
         raise ConfigError("--space", f"no trial reported {space.metric}" + (f"; first error: {errors[0][:300]}"
                                                                             if errors else ""))
     best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
-    best_params = {k: v for k, v in best.config.items() if not k.startswith("__")}
+    best_params = dict(best.config)
     summary = {"metric": space.metric, "mode": space.mode, "best_value": float(best.metrics[space.metric]),
                "best_params": best_params, "best_checkpoint": best.metrics.get(CHECKPOINT_PATH),
                "trials": len(grid), "stopped_early": sum(_stopped_early(r, base.epochs) for r in grid)}

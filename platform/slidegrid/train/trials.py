@@ -52,23 +52,24 @@ class _Controller(ControllerCallback):
 
 
 class TrainRunTrial(tune.Trainable):
-    """A Tune trial whose body is one Ray Train run: `run(config, callbacks, trial_id)` must call
-    `trainer.fit()` with `callbacks` in its RunConfig. Each Train report is one Tune result."""
+    """A Tune trial whose body is one Ray Train run: `run(config, fixed, callbacks, trial_id)` must call
+    `trainer.fit()` with `callbacks` in its RunConfig; `config` holds the trial's sampled values, `fixed`
+    what every trial shares (`run_trials`). Each Train report is one Tune result."""
 
-    run: Callable[[dict[str, Any], list, str], Any]  # set by `trial_for`
+    run: Callable[[dict[str, Any], dict[str, Any], list, str], Any]  # set by `trial_for`
 
-    def setup(self, config: dict[str, Any]) -> None:
+    def setup(self, config: dict[str, Any], **fixed: Any) -> None:
         from ray.util.queue import Queue
 
         self._queue = Queue(actor_options={"num_cpus": 0})
         self._controller = None
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._fit, args=(dict(config),), daemon=True)
+        self._thread = threading.Thread(target=self._fit, args=(dict(config), fixed), daemon=True)
         self._thread.start()
 
-    def _fit(self, config: dict[str, Any]) -> None:
+    def _fit(self, config: dict[str, Any], fixed: dict[str, Any]) -> None:
         try:
-            self.run(config, [_Reports(self._queue), _Controller(self._queue)], self.trial_id)
+            self.run(config, fixed, [_Reports(self._queue), _Controller(self._queue)], self.trial_id)
         except BaseException as exc:  # surfaced by step() as the trial's error
             self._error = exc
         finally:
@@ -112,24 +113,26 @@ class TrainRunTrial(tune.Trainable):
         self._thread.join(timeout=_ABORT_WAIT_S)
 
 
-def trial_for(run: Callable[[dict[str, Any], list, str], Any], name: str):
-    """A Tune trainable (class) whose trials call `run(config, callbacks, trial_id)`; `run` must be
+def trial_for(run: Callable[[dict[str, Any], dict[str, Any], list, str], Any], name: str):
+    """A Tune trainable (class) whose trials call `run(config, fixed, callbacks, trial_id)`; `run` must be
     importable (it travels to the trial actors by reference)."""
     return type(name, (TrainRunTrial,), {"run": staticmethod(run)})
 
 
-def run_trials(trainable, param_space: dict[str, Any], plan, name: str, storage: str, *, what: str,
-               scheduler=None, metric: str | None = None, mode: str | None = None, num_samples: int = 1):
+def run_trials(trainable, param_space: dict[str, Any], fixed: dict[str, Any], plan, name: str, storage: str, *,
+               what: str, scheduler=None, metric: str | None = None, mode: str | None = None,
+               num_samples: int = 1):
     """Run Tune trials of a `trial_for` trainable, `plan.concurrent` at once (placement.plan_runs); returns
-    Tune's ResultGrid. Each trial's actor takes `placement.TRIAL_CPUS`; its Train run is placed by `plan`
-    (passed to the trials as `param_space["__plan__"]`). A Watchdog says when trials wait for resources."""
+    Tune's ResultGrid. `param_space` is what Tune samples (the trials' config, shown and logged); `fixed`
+    goes to every trial as is, with `fixed["plan"] = plan`, which places each trial's Train run. Each trial's
+    actor takes `placement.TRIAL_CPUS`. A Watchdog says when trials wait for resources."""
     import ray.tune
 
     from ..placement import OVERRIDE_HELP, TRIAL_CPUS, Watchdog
 
     tuner = tune.Tuner(
-        tune.with_resources(trainable, {"cpu": TRIAL_CPUS}),
-        param_space={**param_space, "__plan__": plan},
+        tune.with_resources(tune.with_parameters(trainable, **fixed, plan=plan), {"cpu": TRIAL_CPUS}),
+        param_space=param_space,
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=num_samples, scheduler=scheduler,
                                     max_concurrent_trials=plan.concurrent),
         # The Train runs keep their own checkpoints (Ray Train storage); Tune's would be empty.
