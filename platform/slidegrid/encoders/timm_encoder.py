@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import ConfigError
 from .base import EncoderSpec
 from .torch_encoder import TorchEncoder
-from .weights import is_mlflow_uri, load_mlflow_module, load_state_dict
+from .weights import is_mlflow_uri, load_mlflow_module, load_state_dict, load_strict
 
 
 def build_timm(arch: str, spec: EncoderSpec) -> TorchEncoder:
@@ -27,11 +27,9 @@ def build_timm(arch: str, spec: EncoderSpec) -> TorchEncoder:
             digest = "random"
         else:
             state, digest = load_state_dict(spec.weights, spec.name)
-            # Checkpoints with a classifier head load too: the head is dropped, the backbone kept.
-            missing, _ = module.load_state_dict(state, strict=False)
-            if missing:
-                raise ConfigError(spec.weights, f"weights do not fit {arch}: {len(missing)} missing keys "
-                                                f"(e.g. {missing[0]}); check the architecture name")
+            # Checkpoints with a classifier head load too: the head is dropped, every other key must fit.
+            head = (getattr(module, "pretrained_cfg", None) or {}).get("classifier") or ()
+            load_strict(module, state, spec.weights, (head,) if isinstance(head, str) else tuple(head))
     cfg = getattr(module, "pretrained_cfg", None) or {}
     mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
     std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))

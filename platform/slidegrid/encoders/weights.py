@@ -58,3 +58,29 @@ def load_mlflow_module(uri: str):
         raise ConfigError(uri, f"cannot load the MLflow model ({type(exc).__name__}: {str(exc)[:200]}); "
                                "check the URI and MLFLOW_TRACKING_URI / --tracking-uri") from None
     return module, file_digest(uri.encode())
+
+
+def load_strict(module, state: dict, source: str, head: tuple[str, ...] = ()) -> None:
+    """Load a state dict into `module`, accounting for every key on both sides.
+
+    `torch.nn.Module.load_state_dict(strict=False)` drops what it does not know without a word: a ViT saved
+    with LayerScale (UNI, Virchow2, H-optimus) loaded into a plain ViT lost its `ls1/ls2` gammas and gave
+    embeddings off by up to 3.6. Here only keys under the checkpoint's classification `head` (module names,
+    e.g. timm's `pretrained_cfg["classifier"]`) may be left over; a DDP `module.` prefix is removed. Raises
+    ConfigError naming the first missing / unexpected / mis-shaped keys and the likely fix.
+    """
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    own = module.state_dict()
+    shaped = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+              if k in own and hasattr(v, "shape") and tuple(v.shape) != tuple(own[k].shape)]
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own and not k.startswith(tuple(f"{h}." for h in head))]
+    if shaped or missing or unexpected:
+        parts = [f"{len(x)} {what} (e.g. {', '.join(x[:3])})" for what, x in
+                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shaped)) if x]
+        raise ConfigError(source, "weights do not match the architecture: " + "; ".join(parts) + ". Check the "
+                                  "architecture and its options (a ViT saved with LayerScale needs init_values, "
+                                  "one with register tokens reg_tokens, another patch size or width another "
+                                  "model name)")
+    module.load_state_dict({k: v for k, v in state.items() if k in own}, strict=True)
