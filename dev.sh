@@ -29,5 +29,5 @@ case "$cmd" in
   demo) setup; exec "$VENV/bin/slidegrid" demo "$@" ;;
   test) setup; export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled}; exec "$VENV/bin/python" -m pytest "$@" ;;
   lint) setup; exec "$VENV/bin/ruff" check platform jobs tests ;;
-  *) sed -n '2,8p' "$0"; exit 2 ;;
+  *) sed -n '2,7p' "$0"; exit 2 ;;
 esac

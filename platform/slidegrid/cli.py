@@ -21,27 +21,36 @@ def _add_storage(p: argparse.ArgumentParser) -> None:
                    help="fsspec options for remote URIs as JSON (default: AWS env/config, AWS_ENDPOINT_URL)")
 
 
-def _add_placement(p: argparse.ArgumentParser, *, reads: bool = True, train: bool = False,
+def _add_placement(p: argparse.ArgumentParser, *, reads: bool = True, actors: bool = False, train: bool = False,
                    concurrent: bool = False) -> None:
     """Flags that override the resource plan (placement.py); its rule goes in the command's --help."""
     from .placement import DATA_SHARE, START_TIMEOUT_S
 
-    p.epilog = ("Placement: planned from the cluster's resources (a local Ray, or RAY_ADDRESS) so that Ray Data's "
-                "read tasks always keep a CPU; the flags under 'placement' override it.")
+    p.epilog = ("Placement is planned from the cluster's resources (a local Ray, or the cluster at RAY_ADDRESS)"
+                + (" so that Ray Data's read tasks always keep a CPU" if reads else "")
+                + "; the flags under 'placement' override it (README: Placement).")
     g = p.add_argument_group("placement")
+    if actors:
+        g.add_argument("--actors", type=int, default=None, metavar="N",
+                       help="model actors (default: one per GPU; else 1 CPU actor, shrunk to what the reads leave)")
+    if train:
+        g.add_argument("--workers", type=int, default=None, metavar="N",
+                       help="Ray Train workers per run (default 1)")
+        g.add_argument("--gpus-per-worker", type=float, default=None, metavar="N",
+                       help="GPUs per Ray Train worker (default 0: CPU training)")
+        g.add_argument("--cpus-per-worker", type=float, default=None, metavar="N",
+                       help="CPUs per Ray Train worker (default 1; an equal share of what is left when even one "
+                            "run does not fit whole)")
     if reads:
         g.add_argument("--data-cpus", type=float, default=None, metavar="N",
                        help=f"CPUs no actor or Train worker may take, kept for Ray Data's read tasks (default: "
                             f"{DATA_SHARE * 100:.0f}%% of the cluster's CPUs, at least 1)")
     if train:
-        g.add_argument("--cpus-per-worker", type=float, default=None, metavar="N",
-                       help="CPUs per Ray Train worker (default 1; an equal share of what is left when even one "
-                            "run does not fit whole)")
         g.add_argument("--start-timeout", dest="start_timeout_s", type=float, default=None, metavar="S",
                        help=f"seconds a Train run may wait for its workers before it fails (default {START_TIMEOUT_S:g})")
     if concurrent:
         g.add_argument("--max-concurrent", type=int, default=None, metavar="N",
-                       help="runs training at once (default: as many as the cluster fits)")
+                       help="Train runs (trials, members) at once (default: as many as the cluster fits)")
 
 
 def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
@@ -223,7 +232,6 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (µm/px)")
     p.add_argument("--batch-size", type=int, default=64, help="tiles per encoder batch")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding type")
-    p.add_argument("--actors", type=int, default=None, help="encoder actors (default: one per GPU, else 1)")
     p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16", help="autocast on GPU")
     p.add_argument("--overwrite", action="store_true", help="redo slides whose grids already exist")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
@@ -232,7 +240,7 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_storage(p)
     _add_mpp_override(p)
-    _add_placement(p)
+    _add_placement(p, actors=True)
 
 
 def _register_encode(sub: argparse._SubParsersAction) -> None:
@@ -280,8 +288,6 @@ def add_train_arguments(p: argparse.ArgumentParser, concurrent: bool = False) ->
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--val-fold", type=int, default=None, help="cohort fold held out for validation")
-    p.add_argument("--workers", type=int, default=None, help="Ray Train workers (default 1)")
-    p.add_argument("--gpus-per-worker", type=float, default=None)
     p.add_argument("--storage", default=None, help="checkpoint storage (local path or s3://; default OUT/checkpoints)")
     p.add_argument("--name", default=None, help="run name; the same name and storage resume a run")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
@@ -344,11 +350,14 @@ def _tune(args: argparse.Namespace) -> int:
 
 
 def _register_tune(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tune", help="sweep training hyperparameters (Ray Tune + ASHA)")
+    p = sub.add_parser("tune", help="sweep training hyperparameters (Ray Tune + ASHA)",
+                       description="Ray Tune trials of Ray Train runs over a YAML search space, ASHA stopping the "
+                       "weak ones early (a stopped trial frees its workers at once); OUT/best.yaml and MLflow runs "
+                       "nested under the sweep.")
     add_train_arguments(p, concurrent=True)
     p.add_argument("--space", required=True, help="search space YAML (params: {lr: {loguniform: [1e-4, 1e-2]}})")
     p.add_argument("--trials", type=int, default=8, help="number of trials")
-    p.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs a trial runs before it may be stopped")
+    p.add_argument("--grace-epochs", type=int, default=1, help="ASHA: epochs a trial runs before it may be stopped (default 1)")
     p.set_defaults(func=_tune)
 
 
@@ -382,9 +391,9 @@ def _train_encoder(args: argparse.Namespace) -> int:
         input=args.input, out=args.out, method=args.method, code_size=args.code_size, tile_size=args.tile_size,
         mpp=args.mpp, width=args.width, depth=args.depth, epochs=args.epochs, tiles=args.tiles,
         batch_size=args.batch_size, lr=args.lr, gamma=args.gamma, augment=not args.no_augment,
-        min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp, workers=args.workers,
-        cpus_per_worker=args.cpus_per_worker, gpus_per_worker=args.gpus_per_worker, storage=args.storage,
-        **_given(args, "data_cpus", "start_timeout_s"),
+        min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp, cpus_per_worker=args.cpus_per_worker,
+        storage=args.storage,
+        **_given(args, "workers", "gpus_per_worker", "data_cpus", "start_timeout_s"),
         name=args.name, tracking_uri=args.tracking_uri, register_as=args.register_as, mlflow=not args.no_mlflow,
         seed=args.seed, storage_options=parse_storage_options(args.storage_options) or {})
     result = fit_encoder(cfg)
@@ -424,8 +433,6 @@ def _register_train_encoder(sub: argparse._SubParsersAction) -> None:
                    "pairs are always augmented)")
     p.add_argument("--min-tissue", type=float, default=0.5, help="min tissue fraction of a training tile")
     p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (µm/px)")
-    p.add_argument("--workers", type=int, default=1, help="Ray Train workers")
-    p.add_argument("--gpus-per-worker", type=float, default=0.0)
     p.add_argument("--storage", default=None, help="checkpoint storage (default OUT/checkpoints)")
     p.add_argument("--name", default=None, help="run name; the same name and storage resume a run")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
@@ -495,8 +502,6 @@ def _register_train_seg(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tiny", action="store_true", help="small members for CPU smoke runs and tests")
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/blur/colour jitter")
     p.add_argument("--val-fold", type=int, default=None, help="single member: fold held out (default lowest)")
-    p.add_argument("--workers", type=int, default=None, help="Ray Train workers per member")
-    p.add_argument("--gpus-per-worker", type=float, default=None)
     p.add_argument("--storage", default=None, help="Ray Train checkpoint storage (default OUT/checkpoints)")
     p.add_argument("--name", default=None, help="run name; the same name and storage resume a run")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
@@ -548,13 +553,12 @@ def _register_segment(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, default=0.5, help="tumour probability for GeoJSON regions")
     p.add_argument("--min-tissue", type=float, default=0.01, help="min tissue fraction of a segmented tile")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per model batch")
-    p.add_argument("--actors", type=int, default=None, help="model actors (default: one per GPU, else 1)")
     p.add_argument("--overwrite", action="store_true", help="redo slides already done")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI the model is registered in")
     p.add_argument("--no-progress", action="store_true")
     _add_storage(p)
     _add_mpp_override(p)
-    _add_placement(p)
+    _add_placement(p, actors=True)
     p.set_defaults(func=_segment)
 
 

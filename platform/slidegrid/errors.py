@@ -11,6 +11,10 @@ class SlidegridError(Exception):
         self.reason = reason
         super().__init__(f"{self.input}: {reason}")
 
+    def __reduce__(self):
+        # Errors raised in Ray workers travel pickled; the default reduce would call __init__ with one argument.
+        return type(self), (self.input, self.reason)
+
 
 class SlideError(SlidegridError):
     """A slide that cannot be opened, has no usable resolution, or fails to read."""

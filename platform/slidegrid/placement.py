@@ -190,7 +190,9 @@ def plan_runs(shape: ClusterShape, *, runs: int = 1, workers: int = 1, cpus_per_
         fit = min(fit, math.floor(shape.gpus / (workers * gpus_per_worker) + 1e-9))
         if shape.gpus < workers * gpus_per_worker:
             _cannot_fit(shape, "--gpus-per-worker", f"{workers} worker(s) x {gpus_per_worker:g} GPU need "
-                                                    f"{workers * gpus_per_worker:g} GPUs; the cluster has {shape.gpus:g}")
+                                                    f"{workers * gpus_per_worker:g} GPU(s), the cluster has "
+                                                    f"{shape.gpus:g}; train on CPUs (leave out --gpus-per-worker) "
+                                                    "or on a cluster with GPUs (RAY_ADDRESS)")
     if fit < 1:
         share = math.floor((free - trial_cpus) / workers * 100) / 100  # what each worker could have now
         if gpus_per_worker and shape.gpus < workers * gpus_per_worker:
@@ -201,9 +203,10 @@ def plan_runs(shape: ClusterShape, *, runs: int = 1, workers: int = 1, cpus_per_
             _cannot_fit(shape, "--data-cpus", f"keeping {reserve:g} of the cluster's {shape.cpus:g} CPUs for reads "
                                               "leaves none for Train workers; lower --data-cpus or add CPUs")
         else:
-            _cannot_fit(shape, "--cpus-per-worker", f"{workers} worker(s) x {per:g} CPU leave no CPU for reads in "
-                                                    f"{shape.cpus:g} CPUs ({reserve:g} kept for Ray Data); use "
-                                                    f"--cpus-per-worker {max(share, 0):g} or fewer --workers")
+            kept = f" beside the {reserve:g} kept for Ray Data's reads" if reserve else ""
+            _cannot_fit(shape, "--cpus-per-worker", f"{workers} worker(s) x {per:g} CPU do not fit in the cluster's "
+                                                    f"{shape.cpus:g} CPUs{kept}; use --cpus-per-worker "
+                                                    f"{max(share, 0):g} or fewer --workers")
         fit = 1
     if per > shape.node_cpus > 0:
         _cannot_fit(shape, "--cpus-per-worker", f"{per:g} CPUs per worker exceed the largest node's "

@@ -54,6 +54,15 @@ def normalize_uri(uri: str) -> str:
     return os.path.abspath(os.path.expanduser(uri))
 
 
+def absolute_paths(config: Any, *fields: str) -> None:
+    """Make a (frozen) config's local path fields absolute, in place: Ray Train and Tune run the workers in
+    folders of their own, where a relative `--cohort data/cohort.csv` points nowhere."""
+    for name in fields:
+        value = getattr(config, name)
+        if value:
+            object.__setattr__(config, name, normalize_uri(value))
+
+
 def is_remote(uri: str) -> bool:
     """True for URLs handled by a network filesystem (s3://, gs://, http://...)."""
     return "://" in str(uri) and not str(uri).startswith("file://")

@@ -9,6 +9,7 @@ import yaml
 
 from ..errors import ConfigError
 from ..placement import START_TIMEOUT_S
+from ..storage import absolute_paths
 from .grid_data import TASKS
 
 MODELS = ("attention", "nic-cnn", "ran-cnn", "ran-lstm")
@@ -60,6 +61,7 @@ class TrainConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        absolute_paths(self, "grids", "cohort", "out", "storage")
         if self.model not in MODELS:
             raise ConfigError("--model", f"{self.model!r} is not one of {', '.join(MODELS)}")
         if self.task not in TASKS:

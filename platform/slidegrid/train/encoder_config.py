@@ -10,6 +10,7 @@ from ..encoders.learned import METHODS
 from ..encoders.nets import NetConfig
 from ..errors import ConfigError
 from ..placement import START_TIMEOUT_S
+from ..storage import absolute_paths
 from ..tiling import GridSpec
 from ..tissue import TissueConfig
 
@@ -52,6 +53,7 @@ class EncoderTrainConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        absolute_paths(self, "input", "out", "storage")
         if self.method not in METHODS:
             raise ConfigError("--method", f"{self.method!r} is not one of {', '.join(METHODS)}")
         for flag, value in (("--epochs", self.epochs), ("--workers", self.workers), ("--tiles", self.tiles)):

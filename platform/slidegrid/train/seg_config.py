@@ -15,6 +15,7 @@ from ..errors import ConfigError
 from ..models.segmentation import ARCHITECTURES
 from ..placement import START_TIMEOUT_S
 from ..seg_patches import PatchSpec
+from ..storage import absolute_paths
 
 MEMBERS = (*ARCHITECTURES, "mrn-bilinear", "mrn-transposed")
 SEG_MODELS = (*MEMBERS, "ensemble")
@@ -68,6 +69,7 @@ class SegTrainConfig:
     storage_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        absolute_paths(self, "cohort", "out", "storage")
         if self.model not in SEG_MODELS:
             raise ConfigError("--model", f"{self.model!r} is not one of {', '.join(SEG_MODELS)}")
         object.__setattr__(self, "members", tuple(self.members))

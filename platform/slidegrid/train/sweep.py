@@ -102,8 +102,8 @@ def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent
                       scheduler=ASHAScheduler(grace_period=grace_epochs, max_t=base.epochs, time_attr="epoch"))
     if not any(r.metrics and space.metric in r.metrics for r in grid):
         errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error]
-        raise ConfigError("--space", f"no trial reported {space.metric}" + (f"; first error: {errors[0][:300]}"
-                                                                            if errors else ""))
+        raise ConfigError("tune", f"no trial reported {space.metric}" + (f"; the first failed with: {errors[0][:300]}"
+                                                                         if errors else ""))
     best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
     best_params = dict(best.config)
     summary = {"metric": space.metric, "mode": space.mode, "best_value": float(best.metrics[space.metric]),
