@@ -451,13 +451,11 @@ def _train_seg(args: argparse.Namespace) -> int:
     from .train.seg_config import SegTrainConfig
     from .train.seg_fit import summary, train_segmentation
 
-    values = {k: getattr(args, k) for k in ("cohort", "out", "model", "epochs", "lr", "lr_step", "lr_gamma",
-                                            "freeze_epochs", "patience", "batch_size", "patch_size", "mpp",
-                                            "patches_per_slide", "val_patches_per_slide", "encoder",
-                                            "encoder_depth", "val_fold", "workers", "gpus_per_worker", "storage",
-                                            "name", "tracking_uri", "register_as", "seed", "cpus_per_worker",
-                                            "data_cpus", "start_timeout_s", "max_concurrent")}
-    values = {k: v for k, v in values.items() if v is not None}
+    values = _given(args, "cohort", "out", "model", "epochs", "lr", "lr_step", "lr_gamma", "freeze_epochs",
+                    "patience", "batch_size", "patch_size", "mpp", "patches_per_slide", "val_patches_per_slide",
+                    "encoder", "encoder_depth", "val_fold", "workers", "gpus_per_worker", "storage", "name",
+                    "tracking_uri", "register_as", "seed", "cpus_per_worker", "data_cpus", "start_timeout_s",
+                    "max_concurrent")
     if args.members:
         values["members"] = tuple(m.strip() for m in args.members.split(",") if m.strip())
     if args.mpps:

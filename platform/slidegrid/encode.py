@@ -304,17 +304,6 @@ def _done_slides(records: list[SlideRecord], config: EncodeConfig, shash: str,
     return {r.slide_id: r for r in found if r is not None}
 
 
-def _placement(config: EncodeConfig, light: bool) -> dict[str, Any]:
-    """Where encoder actors run (placement.plan_pool): one per GPU when the cluster has GPUs, else a few CPU
-    actors that leave the decode tasks their CPUs."""
-    plan = plan_pool(ClusterShape.current(), actors=config.actors, light=light, data_cpus=config.data_cpus)
-    log.info("placement: %s", plan.describe())
-    # A CNN on CPU takes every core's threads, like a DataLoader's main process, while decode tasks interleave.
-    threads = None if light or plan.device == "cuda" else max(1, (os.cpu_count() or 1) // plan.actors)
-    return {"device": plan.device, "actors": plan.actors, "num_gpus": plan.num_gpus, "num_cpus": plan.num_cpus,
-            "read_cpus": plan.read_cpus, "torch_threads": threads}
-
-
 def _remove_stale_temporaries(out: str) -> None:
     """Delete hidden temporary files a killed run left in a local grid store (object stores have none)."""
     if is_remote(out) or not os.path.isdir(out):
@@ -382,7 +371,8 @@ def _stream(config: EncodeConfig, todo: list[SlideRecord], dim: int, digest: str
     """Run the Ray Data pipeline and write grids as slides complete; returns tiles encoded."""
     from tqdm import tqdm
 
-    place = _placement(config, light)
+    place = plan_pool(ClusterShape.current(), actors=config.actors, light=light, data_cpus=config.data_cpus)
+    log.info("placement: %s", place.describe())
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = config.progress
     ctx.execution_options.preserve_order = False
@@ -390,18 +380,18 @@ def _stream(config: EncodeConfig, todo: list[SlideRecord], dim: int, digest: str
     ds = (
         ray.data.from_items(items, override_num_blocks=min(len(items), 1000))
         .flat_map(plan_slide, fn_kwargs={"config": config, "digest": digest, "shash": shash},
-                  num_cpus=place["read_cpus"])
+                  num_cpus=place.read_cpus)
         .map_batches(read_chunk, fn_kwargs={"config": config}, batch_size=1, batch_format="numpy",
-                     num_cpus=place["read_cpus"], ray_remote_args_fn=_unfused)
+                     num_cpus=place.read_cpus, ray_remote_args_fn=_unfused)
         .map_batches(
             EncodeActor,
-            fn_constructor_kwargs={"spec": EncoderSpec(config.encoder, config.weights, place["device"], config.amp),
-                                   "dtype": config.dtype, "torch_threads": place["torch_threads"]},
+            fn_constructor_kwargs={"spec": EncoderSpec(config.encoder, config.weights, place.device, config.amp),
+                                   "dtype": config.dtype, "torch_threads": place.torch_threads},
             batch_size=config.batch_size, batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place["actors"],
+            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors,
                                                max_tasks_in_flight_per_actor=2),
             # Ray Data restarts pool actors on node loss by itself (max_restarts=-1).
-            num_gpus=place["num_gpus"], num_cpus=place["num_cpus"],
+            num_gpus=place.num_gpus, num_cpus=place.num_cpus,
         )
     )
     buffers: dict[str, _SlideBuffer] = {}

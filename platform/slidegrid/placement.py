@@ -97,6 +97,9 @@ class PoolPlan:
     num_gpus: float  # GPUs each actor reserves
     read_cpus: float  # CPUs each read (plan, decode) task reserves
     data_cpus: float  # CPUs kept for the read tasks
+    # CPU models: torch threads per actor. A CNN takes every core's threads, like a DataLoader's main process,
+    # while decode tasks interleave with it; None leaves torch's default (GPU, light models).
+    torch_threads: int | None = None
 
     def describe(self) -> str:
         """One line for the log: what runs where."""
@@ -137,7 +140,8 @@ def plan_pool(shape: ClusterShape, *, actors: int | None = None, gpu: bool = Tru
         _cannot_fit(shape, "--actors", f"{n} actor(s) and the reads do not fit in {shape.cpus:g} CPU(s); use "
                                        "fewer --actors or a larger cluster")
         per, read = (0.25 if light else 1.0), 1.0  # what a node the cluster adds will hold
-    return PoolPlan("cpu", n, round(per, 3), 0.0, round(read, 3), reserve)
+    threads = None if light else max(1, (os.cpu_count() or 1) // n)
+    return PoolPlan("cpu", n, round(per, 3), 0.0, round(read, 3), reserve, threads)
 
 
 @dataclass(frozen=True)

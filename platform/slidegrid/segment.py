@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -384,7 +383,6 @@ def _stream(config: SegmentConfig, todo: list[SlideRecord], ensemble, geometry: 
 
     place = plan_pool(ClusterShape.current(), actors=config.actors, data_cpus=config.data_cpus)
     log.info("placement: %s", place.describe())
-    gpu = place.device == "cuda"
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = config.progress
     ctx.execution_options.preserve_order = False
@@ -395,7 +393,7 @@ def _stream(config: SegmentConfig, todo: list[SlideRecord], ensemble, geometry: 
                        batch_format="numpy", num_cpus=place.read_cpus)
           .map_batches(SegmentActor,
                        fn_constructor_kwargs={"ensemble": ensemble, "tta": config.tta, "factor": geometry.factor,
-                                              "torch_threads": None if gpu else max(1, (os.cpu_count() or 1) // place.actors)},
+                                              "torch_threads": place.torch_threads},
                        batch_size=config.batch_size, batch_format="numpy",
                        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors,
                                                           max_tasks_in_flight_per_actor=2),
