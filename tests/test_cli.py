@@ -19,7 +19,7 @@ def test_info_text_and_json(sample_slide, capsys):
     assert main(["info", str(sample_slide)]) == 0
     out = capsys.readouterr().out
     w, h = info.dimensions
-    assert f"dimensions: {w} × {h} px" in out and f"{info.mpp_x:.4f}" in out and "(metadata)" in out
+    assert f"dimensions: {w} × {h} px" in out and f"{info.mpp_x:.4f}" in out and "(metadata:aperio)" in out
     assert f"levels:     {info.level_count}" in out and str(sample_slide) in out
     assert main(["info", str(sample_slide), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

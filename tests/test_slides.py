@@ -51,7 +51,7 @@ def test_real_sample_info_and_reads(sample_slide):
         assert info.level_count >= 1 and info.dimensions == info.level_dimensions[0]
         assert info.level_downsamples[0] == 1.0 and list(info.level_downsamples) == sorted(info.level_downsamples)
         assert 0.1 < info.mpp_x < 2.0 and info.mpp_y == pytest.approx(info.mpp_x, rel=0.01)
-        assert info.mpp_source == "metadata" and not info.warnings
+        assert info.mpp_source.startswith("metadata:") and not info.warnings
         assert info.file_size == sample_slide.stat().st_size
         mask = tissue_mask(s)
         inside = np.argwhere(mask.mask)
@@ -191,7 +191,7 @@ def test_truncated_tiff(pyramid, tmp_path, keep, reason):
 def test_text_file_named_svs(tmp_path):
     bad = tmp_path / "notes.svs"
     bad.write_text("this is not a slide")
-    with pytest.raises(SlideError, match="not a readable pyramidal TIFF") as err:
+    with pytest.raises(SlideError, match="not a readable whole-slide image") as err:
         open_slide(str(bad))
     assert err.value.input == str(bad)
 
@@ -242,5 +242,5 @@ def test_benchmark_read_quick_prints_one_table():
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| ")]
     assert len(rows) == 4 and "tiles/s" in rows[1] and "tissue mask" in rows[2] and "writing" in rows[3]
-    assert re.search(r"\| \d+ \| \d+ \(bare tiffslide loop\) \| \d\.\d\dx", rows[1])
+    assert re.search(r"\| \d+ \| \d+ \(bare tiffslide loop\) \| \d+\.\d\dx", rows[1])
     assert re.search(r"peak \d+ MB", rows[2]) and re.search(r"peak \d+ MB", rows[3])

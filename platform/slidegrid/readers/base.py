@@ -1,0 +1,70 @@
+"""What every slide reader backend provides: level geometry, pixel size, and pixels in level coordinates."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import SlideError
+
+# Untiled (strip) images are decoded whole once per slide and worker; beyond this a strip is refused,
+# since decoding it for every tile (or holding it) would cost more than converting the file once.
+MAX_SEGMENT_BYTES = 256 * 2**20
+
+
+@dataclass(frozen=True)
+class PixelSize:
+    """Level-0 µm per pixel along x and y, where they came from, and what looked wrong on the way.
+
+    `source` is "metadata:<where>" (aperio, ome-xml, tiff-tags, philips, ventana-xmp, openslide) or "missing".
+    """
+
+    x: float | None
+    y: float | None
+    source: str
+    warnings: tuple[str, ...] = field(default=())
+
+
+class Reader(ABC):
+    """One open slide file through one library. Coordinates are level pixels; `Slide` does the rest."""
+
+    name: str
+    level_dimensions: tuple[tuple[int, int], ...]
+    pixel_size: PixelSize
+    vendor: str | None
+    objective_power: float | None
+    properties: dict[str, Any]
+
+    @abstractmethod
+    def read(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+        """RGB uint8 (height, width, 3) of `level` whose top-left is level pixel (x, y), inside the level.
+
+        Transparent pixels come back white (background, like padding outside the slide).
+        Raises SlideError naming the damaged tile's level-0 position when tile data cannot be decoded.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release files and library handles."""
+
+
+def composite_on_white(rgba: np.ndarray, premultiplied: bool = False) -> np.ndarray:
+    """RGB uint8 (h, w, 3) of an RGBA uint8 image laid on white: alpha 0 is glass, not black."""
+    rgb, a = rgba[..., :3], rgba[..., 3:4]
+    if (a == 255).all():
+        return np.ascontiguousarray(rgb)
+    a16 = a.astype(np.uint16)
+    if premultiplied:
+        out = rgb.astype(np.uint16) + (255 - a16)
+    else:
+        out = (rgb.astype(np.uint16) * a16 + 255 * (255 - a16) + 127) // 255
+    return np.minimum(out, 255).astype(np.uint8)
+
+
+def damaged(uri: str, level: int, pos0: tuple[int, int], reason: str) -> SlideError:
+    """The error of a tile that cannot be decoded, named by its level-0 position."""
+    return SlideError(uri, f"damaged tile at level-0 ({pos0[0]}, {pos0[1]}) (level {level}): {reason}; "
+                           "the file is corrupt there: re-export or re-scan the slide")
