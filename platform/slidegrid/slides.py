@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import SlideError
+from .errors import SlideError, SlidegridError
 from .readers import open_reader
 from .storage import describe_storage_error, filesystem, is_remote, normalize_uri, redact
 
@@ -140,7 +140,7 @@ class Slide:
         self._storage_options = dict(storage_options or {})
         try:
             self._reader, self._files = open_reader(self.uri, self._storage_options, reader)
-        except SlideError:
+        except SlidegridError:
             raise
         except Exception as exc:  # tifffile, OpenSlide, botocore and OSError all land here
             log.debug("open failed for %s with storage options %s", self.uri, redact(self._storage_options))

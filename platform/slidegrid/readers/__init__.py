@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import SlideError
+from ..errors import ConfigError, SlideError
 from ..storage import describe_storage_error, filesystem, is_remote
 from .base import PixelSize, Reader
 
@@ -25,6 +25,13 @@ READERS = ("auto", "tiffslide", "openslide")
 OPENSLIDE_ONLY = (".mrxs", ".vms", ".vmu", ".bif", ".scn", ".dcm", ".svslide")
 READER_HELP = ("slide reader: auto (tiffslide for TIFF-family files, OpenSlide for MRXS/SCN/BIF/VMS/DICOM and "
                "where tiffslide cannot open a file), tiffslide or openslide")
+
+
+def check_reader(reader: str) -> str:
+    """`reader` if it names a backend, else a ConfigError listing them."""
+    if reader not in READERS:
+        raise ConfigError("--reader", f"{reader!r} is not one of {', '.join(READERS)}")
+    return reader
 
 
 def _wants_openslide(uri: str, local_path: str | None) -> bool:
@@ -83,8 +90,7 @@ def open_reader(uri: str, storage_options: Mapping[str, Any] | None = None,
 
     Raises SlideError (with the reasons of every backend tried) when no backend can read the slide.
     """
-    if reader not in READERS:
-        raise SlideError(uri, f"unknown reader {reader!r}; choose one of {', '.join(READERS)}")
+    check_reader(reader)
     opts = dict(storage_options or {})
     files: list[Any] = []
     if reader == "openslide" or (reader == "auto" and _wants_openslide(uri, None if is_remote(uri) else uri)):
