@@ -40,7 +40,7 @@ def _plan(uris: list[str], spec: GridSpec) -> list[tuple[str, np.ndarray, np.nda
     out = []
     for uri in uris:
         with open_slide(uri) as s:
-            g = tile_grid(s.info.dimensions, s.mpp, spec, tissue_mask(s, TissueConfig()))
+            g = tile_grid(s.info.dimensions, s.mpp_xy, spec, tissue_mask(s, TissueConfig()))
         out.append((uri, g.x, g.y))
     return out
 

@@ -4,6 +4,12 @@ silently giving other embeddings; only the checkpoint's classification head may 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -19,6 +25,15 @@ def _tiles(n: int = 4, size: int = 64) -> np.ndarray:
 def _save(state: dict, path) -> str:
     torch.save(state, path)
     return str(path)
+
+
+def _fingerprint(encoder) -> tuple[str, np.ndarray]:
+    """sha256 of every weight and buffer, in order, and the embeddings of `_tiles()`."""
+    h = hashlib.sha256()
+    for name, value in encoder._module.state_dict().items():
+        h.update(name.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest(), encoder.encode(_tiles())
 
 
 def _reference(module: torch.nn.Module, tiles: np.ndarray, mean, std) -> np.ndarray:
@@ -67,3 +82,40 @@ def test_a_leftover_classification_head_is_dropped_and_the_backbone_is_exact(tmp
     cfg = source.pretrained_cfg
     np.testing.assert_allclose(encoder.encode(tiles), _reference(source, tiles, cfg["mean"], cfg["std"]),
                                rtol=1e-4, atol=1e-4)
+
+
+# The same computation in a fresh interpreter: what a Ray actor, a restarted worker or a resumed run does.
+_FINGERPRINT_SCRIPT = """
+import json, sys
+import torch
+sys.path[:0] = [{tests!r}]
+torch.set_num_threads({threads})
+from test_encoder_weights import _fingerprint
+from slidegrid.encoders import EncoderSpec, build_encoder
+digest, emb = _fingerprint(build_encoder(EncoderSpec("timm:resnet18", "random")))
+print(json.dumps({{"digest": digest, "embedding": emb.tolist()}}))
+"""
+
+
+def test_random_timm_weights_are_one_network_in_every_process():
+    """`--weights random` is seeded: two builds, and a build in another process, give bit-identical weights and
+    embeddings (grids of one settings hash come from one network), and the caller's random state is untouched."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first = build_encoder(EncoderSpec("timm:resnet18", "random"))
+    assert torch.equal(torch.rand(3), expected)
+    second = build_encoder(EncoderSpec("timm:resnet18", "random"))
+    digest, embedding = _fingerprint(first)
+    assert _fingerprint(second)[0] == digest
+    np.testing.assert_array_equal(_fingerprint(second)[1], embedding)
+    assert embedding.shape == (4, 512) and embedding.std() > 0
+    # The weights digest differs from the unseeded networks' "random", so their grids are not reused.
+    assert first.weights_digest == "random:seed0"
+    script = _FINGERPRINT_SCRIPT.format(tests=str(Path(__file__).parent),
+                                        threads=torch.get_num_threads())
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    other = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert other["digest"] == digest
+    np.testing.assert_array_equal(np.asarray(other["embedding"], dtype=np.float32), embedding)

@@ -18,6 +18,7 @@ from conftest import SHARED_DATA
 from slidegrid.errors import SlideError
 from slidegrid.readers import tiffslide_backend
 from slidegrid.slides import open_slide
+from slidegrid.tiling import GridSpec, tile_grid
 from slidegrid.tissue import tissue_mask
 
 CASES = SHARED_DATA / "realworld" / "cases"
@@ -94,6 +95,8 @@ def test_non_square_pixels_are_resampled_per_axis_never_averaged(reader):
         level0 = s.read_level_region(896, 448, 0, 896, 448)
     expected = cv2.resize(level0, (224, 224), interpolation=cv2.INTER_AREA)
     assert np.abs(tile.astype(int) - expected).mean() < 1
+    grid = tile_grid(s.info.dimensions, s.mpp_xy, GridSpec(mpp=1.0, tile_size=224))
+    assert grid.shape == (2, 2) and sorted(set(grid.x.tolist())) == [0, 896] and sorted(set(grid.y.tolist())) == [0, 448]
 
 
 # -- 07: OME-XML pixel size -----------------------------------------------------------------------
@@ -217,9 +220,9 @@ def test_a_damaged_tile_is_named_by_its_level0_position():
         s.read_region(0, 0, 512, 512, 0.5)  # undamaged tiles read fine
         with pytest.raises(SlideError, match=r"damaged tile at level-0 \(1280, 768\)"):
             s.read_region(512, 768, 1024, 256, 0.5)
-    with open_slide(str(_case("corrupt_corner_all_levels.tif"))) as s:
-        with pytest.raises(SlideError, match=r"damaged tile at level-0 \(0, 0\)"):
-            s.thumbnail(8.0)
+    with open_slide(str(_case("corrupt_corner_all_levels.tif"))) as s, \
+            pytest.raises(SlideError, match=r"damaged tile at level-0 \(0, 0\)"):
+        s.thumbnail(8.0)
 
 
 def test_a_cut_short_jpeg_tile_is_detected_not_decoded_into_grey(tmp_path):

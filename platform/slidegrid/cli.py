@@ -59,8 +59,11 @@ def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 
 def _add_mpp_override(p: argparse.ArgumentParser) -> None:
+    from .readers import READER_HELP, READERS
+
     p.add_argument("--mpp-override", type=float, default=None, metavar="MPP",
                    help="level-0 µm/px for slides whose metadata lacks it or is implausible")
+    p.add_argument("--reader", choices=READERS, default="auto", help=READER_HELP)
 
 
 # -- info ---------------------------------------------------------------------------------------
@@ -68,7 +71,7 @@ def _add_mpp_override(p: argparse.ArgumentParser) -> None:
 def _info(args: argparse.Namespace) -> int:
     from .slides import open_slide
 
-    with open_slide(args.uri, parse_storage_options(args.storage_options), args.mpp_override) as s:
+    with open_slide(args.uri, parse_storage_options(args.storage_options), args.mpp_override, args.reader) as s:
         info = s.info
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
@@ -76,6 +79,7 @@ def _info(args: argparse.Namespace) -> int:
     mpp = f"{info.mpp_x:.4f} × {info.mpp_y:.4f} µm/px ({info.mpp_source})" if info.mpp_x else "unknown"
     print(f"uri:        {info.uri}")
     print(f"vendor:     {info.vendor or 'unknown'}")
+    print(f"reader:     {info.reader}")
     print(f"dimensions: {info.dimensions[0]} × {info.dimensions[1]} px")
     print(f"mpp:        {mpp}")
     print(f"objective:  {info.objective_power or 'unknown'}")
@@ -130,7 +134,7 @@ def _tissue(args: argparse.Namespace) -> int:
     from .viz import overlay, save_png
 
     opts = parse_storage_options(args.storage_options)
-    with open_slide(args.uri, opts, args.mpp_override) as s:
+    with open_slide(args.uri, opts, args.mpp_override, args.reader) as s:
         mask = tissue_mask(s, TissueConfig(mpp=args.mpp))
         thumb = s.thumbnail(mask.mpp)
     sid = safe_slide_id(args.uri)
@@ -162,8 +166,8 @@ def _tiles(args: argparse.Namespace) -> int:
 
     spec = GridSpec(mpp=args.mpp, tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue)
     opts = parse_storage_options(args.storage_options)
-    with open_slide(args.uri, opts, args.mpp_override) as s:
-        grid = tile_grid(s.info.dimensions, s.mpp, spec, tissue_mask(s))
+    with open_slide(args.uri, opts, args.mpp_override, args.reader) as s:
+        grid = tile_grid(s.info.dimensions, s.mpp_xy, spec, tissue_mask(s))
     with atomic_write(args.out, opts) as f:
         pq.write_table(grid.to_table(source_uri=args.uri), f)
     print(f"{len(grid)} tiles kept on a {grid.shape[0]}x{grid.shape[1]} grid -> {args.out}")
@@ -191,7 +195,7 @@ def _encode(args: argparse.Namespace) -> int:
     config = EncodeConfig(
         input=args.input, out=args.out, encoder=args.encoder, weights=args.weights, mpp=args.mpp,
         tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp,
-        batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite, mpp_override=args.mpp_override,
+        batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite, mpp_override=args.mpp_override, reader=args.reader,
         storage_options=parse_storage_options(args.storage_options), actors=args.actors, amp=args.amp,
         data_cpus=args.data_cpus,
         tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow, progress=not args.no_progress)
@@ -204,7 +208,8 @@ def _encode(args: argparse.Namespace) -> int:
             status = f"{r.status} (earlier run)" if r.reused else r.status
             print(f"{r.slide_id[:32]:32s} {status:18s} {r.tiles:7d} {r.seconds:8.1f}")
     print(f"slides: {counts['ok']} ok ({counts['reused']} already done), {counts['failed']} failed, "
-          f"{counts['skipped_no_tissue']} without tissue")
+          f"{counts['skipped_no_tissue']} without tissue, {counts['smaller_than_tile']} smaller than a tile, "
+          f"{counts['skipped_not_a_slide']} skipped (not slides)")
     print(f"this run: {report.tiles} tiles in {report.seconds:.1f} s ({report.tiles_per_s:.1f} tiles/s)")
     for r in results:
         if r.status == "failed":
@@ -215,6 +220,9 @@ def _encode(args: argparse.Namespace) -> int:
 
 # Archives longer than this get counts only; every slide's row is in the manifest anyway.
 SLIDE_TABLE_MAX = 50
+# The exit codes of the archive commands (encode.exit_code, and main for 2 and 130).
+EXIT_CODES_HELP = ("Exit codes: 0 every slide ok or skipped, 2 bad configuration or input, 3 some slides failed "
+                   "(the summary line counts them), 130 interrupted.")
 
 
 def add_encode_arguments(p: argparse.ArgumentParser) -> None:
@@ -246,8 +254,7 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
 def _register_encode(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("encode", help="encode a slide archive into grids of tile embeddings (Ray Data)",
                        description="Slides -> tissue -> tile grid -> decode -> encoder actors -> one Parquet "
-                       "grid per slide + _manifest.parquet. Re-running skips finished slides. Exit code: "
-                       "number of failed slides.")
+                       "grid per slide + _manifest.parquet. Re-running skips finished slides. " + EXIT_CODES_HELP)
     add_encode_arguments(p)
     p.set_defaults(func=_encode)
 
@@ -519,7 +526,7 @@ def _segment(args: argparse.Namespace) -> int:
         weighting=args.weighting, tta=not args.no_tta, members=args.members, heatmap_mpp=args.heatmap_mpp,
         threshold=args.threshold, min_tissue=args.min_tissue, batch_size=args.batch_size, actors=args.actors,
         data_cpus=args.data_cpus,
-        overwrite=args.overwrite, tracking_uri=args.tracking_uri, mpp_override=args.mpp_override,
+        overwrite=args.overwrite, tracking_uri=args.tracking_uri, mpp_override=args.mpp_override, reader=args.reader,
         storage_options=parse_storage_options(args.storage_options), progress=not args.no_progress)
     report = run_segment(config)
     counts = summarize(report.results)
@@ -537,8 +544,7 @@ def _register_segment(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("segment", help="tumour heatmaps, uncertainty maps, GeoJSON and features for slides",
                        description="Overlapping tiles (Ray Data) through a segmentation ensemble with test-time "
                        "augmentation; per slide: heatmap.tif, aleatoric.tif, epistemic.tif, overlay.png, "
-                       "tumour.geojson, features.json; OUT/features.csv and OUT/_manifest.parquet. Exit code: "
-                       "number of failed slides.")
+                       "tumour.geojson, features.json; OUT/features.csv and OUT/_manifest.parquet. " + EXIT_CODES_HELP)
     p.add_argument("input", help="archive: folder, glob, s3:// prefix, or cohort table")
     p.add_argument("--model", required=True, help="MLflow model URI (models:/NAME/VERSION) or OUT/ensemble.pt")
     p.add_argument("--out", required=True, help="output folder (or s3:// prefix)")

@@ -38,7 +38,7 @@ def _tissue_overlays(cohort: str, out: str) -> pd.DataFrame:
     for rec in read_cohort(cohort):
         with open_slide(rec.uri) as s:
             mask = tissue_mask(s)
-            grid = tile_grid(s.info.dimensions, s.mpp, GridSpec(), mask)
+            grid = tile_grid(s.info.dimensions, s.mpp_xy, GridSpec(), mask)
             thumb = s.thumbnail(mask.mpp)
         save_png(overlay(thumb, mask.mask), os.path.join(out, f"{rec.slide_id}_tissue.png"))
         rows.append({"slide_id": rec.slide_id, "label": rec.label, "tissue_fraction": round(mask.fraction, 3),

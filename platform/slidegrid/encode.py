@@ -24,12 +24,13 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .archive import SlideRecord, list_archive
+from .archive import SlideRecord, scan_archive
 from .encoders import EncoderSpec, build_encoder
 from .errors import ConfigError, SlidegridError, error_text
 from .grids import grid_table, grid_uri, read_grid_meta, write_grid
-from .manifest import ManifestWriter, SlideResult
+from .manifest import STATUSES, ManifestWriter, SlideResult
 from .placement import OVERRIDE_HELP, ClusterShape, Watchdog, plan_pool
+from .readers import check_reader
 from .slides import open_slide_cached
 from .storage import is_remote
 from .tiling import GridSpec, tile_grid
@@ -60,6 +61,7 @@ class EncodeConfig:
     dtype: str = "float16"
     overwrite: bool = False
     mpp_override: float | None = None
+    reader: str = "auto"  # slide reader backend (readers.READERS)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     actors: int | None = None
     data_cpus: float | None = None  # CPUs no encoder actor may take (None: planned, placement.py)
@@ -77,6 +79,7 @@ class EncodeConfig:
             raise ConfigError("--amp", f"{self.amp!r} is not bf16, fp16 or off")
         if self.actors is not None and self.actors < 1:
             raise ConfigError("--actors", "must be at least 1")
+        check_reader(self.reader)
         GridSpec(mpp=self.mpp, tile_size=self.tile_size, stride=self.stride, min_tissue=self.min_tissue)
         TissueConfig(mpp=self.tissue_mpp)
 
@@ -96,6 +99,7 @@ def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
     settings = {
         "encoder": config.encoder, "weights": weights_digest, "grid": asdict(config.grid_spec),
         "tissue": asdict(config.tissue), "dtype": config.dtype, "mpp_override": config.mpp_override,
+        "reader": config.reader,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -117,9 +121,9 @@ def _retry_once(fn, *args):
 
 
 def _plan(uri: str, opts: str, mpp_override: float | None, config: EncodeConfig):
-    slide = open_slide_cached(uri, opts, mpp_override)
+    slide = open_slide_cached(uri, opts, mpp_override, config.reader)
     mask = tissue_mask(slide, config.tissue)
-    return slide, mask, tile_grid(slide.info.dimensions, slide.mpp, config.grid_spec, mask)
+    return slide, mask, tile_grid(slide.info.dimensions, slide.mpp_xy, config.grid_spec, mask)
 
 
 def _marker(slide_id: str, uri: str, status: str, error: str, meta: dict) -> dict:
@@ -141,18 +145,15 @@ def plan_slide(rec: dict, config: EncodeConfig, digest: str, shash: str) -> list
         slide, mask, grid = _retry_once(_plan, uri, opts, mpp_override, config)
     except Exception as exc:  # one bad slide never stops the archive
         return [_marker(sid, uri, "failed", error_text(exc), meta)]
-    spec = config.grid_spec
     meta.update({
-        "slide_mpp": slide.mpp, "target_mpp": spec.mpp, "tile_size": spec.tile_size, "stride": spec.step,
-        "grid_shape": list(grid.shape), "encoder": config.encoder, "weights_digest": digest,
-        "settings_hash": shash, "dtype": config.dtype, "min_tissue": spec.min_tissue,
+        **grid.geometry(), "encoder": config.encoder, "weights_digest": digest,
+        "settings_hash": shash, "dtype": config.dtype, "reader": slide.info.reader, "mpp_source": slide.info.mpp_source,
         "tissue_mpp": config.tissue_mpp, "tissue_fraction": float(mask.fraction),
-        "slide_dimensions": list(slide.info.dimensions), "slidegrid_version": __version__,
-        "plan_seconds": time.time() - t0,
+        "slidegrid_version": __version__, "plan_seconds": time.time() - t0,
     })
     n = len(grid)
-    if n == 0:
-        return [_marker(sid, uri, "skipped_no_tissue", "", meta)]
+    if n == 0:  # skipped_no_tissue, or smaller_than_tile when the slide cannot fill one tile
+        return [_marker(sid, uri, *grid.empty_reason(), meta)]
     index = np.arange(n)
     chunks = []
     for start in range(0, n, CHUNK_TILES):
@@ -189,8 +190,9 @@ def read_tiles(slide, x: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.nda
     return out
 
 
-def _read_cached(uri: str, opts: str, mpp: float | None, cols: dict[str, np.ndarray], spec: GridSpec) -> np.ndarray:
-    return read_tiles(open_slide_cached(uri, opts, mpp), cols["x"], cols["y"], cols["row"], cols["col"], spec)
+def _read_cached(uri: str, opts: str, mpp: float | None, cols: dict[str, np.ndarray], spec: GridSpec,
+                 reader: str) -> np.ndarray:
+    return read_tiles(open_slide_cached(uri, opts, mpp, reader), cols["x"], cols["y"], cols["row"], cols["col"], spec)
 
 
 def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, np.ndarray]:
@@ -208,7 +210,7 @@ def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, 
             try:
                 override = float(batch["mpp_override"][i])
                 mpp = None if math.isnan(override) else override
-                images = _retry_once(_read_cached, uri, opts, mpp, cols, config.grid_spec)
+                images = _retry_once(_read_cached, uri, opts, mpp, cols, config.grid_spec, config.reader)
             except Exception as exc:
                 status, error = "failed", error_text(exc)
         if status != "ok" or not len(idx):
@@ -283,6 +285,10 @@ def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool]:
     return enc.dim, enc.weights_digest, enc.light
 
 
+# Outcomes without a grid file that a re-run with the same settings reuses instead of planning again.
+_NO_TILES = ("skipped_no_tissue", "smaller_than_tile")
+
+
 def _done_slides(records: list[SlideRecord], config: EncodeConfig, shash: str,
                  previous: dict[str, dict]) -> dict[str, SlideResult]:
     """Slides whose outputs already exist with the same settings hash (checked concurrently)."""
@@ -291,8 +297,9 @@ def _done_slides(records: list[SlideRecord], config: EncodeConfig, shash: str,
 
     def check(rec: SlideRecord) -> SlideResult | None:
         prev = previous.get(rec.slide_id)
-        if prev and prev.get("status") == "skipped_no_tissue" and prev.get("settings_hash") == shash:
-            return SlideResult(rec.slide_id, rec.uri, "skipped_no_tissue", 0, 0.0, "", shash, reused=True)
+        if prev and prev.get("status") in _NO_TILES and prev.get("settings_hash") == shash:
+            return SlideResult(rec.slide_id, rec.uri, prev["status"], 0, 0.0, prev.get("error") or "", shash,
+                               reused=True)
         meta = read_grid_meta(grid_uri(config.out, rec.slide_id), config.storage_options)
         if meta and meta.get("settings_hash") == shash:
             return SlideResult(rec.slide_id, rec.uri, "ok", int(meta.get("n_tiles", 0)), 0.0, "", shash,
@@ -335,15 +342,20 @@ def run_encode(config: EncodeConfig) -> EncodeReport:
     from .runtime import init_ray
 
     dim, digest, light = _probe_encoder(config)
-    records = list_archive(config.input, config.storage_options)
+    listing = scan_archive(config.input, config.storage_options)
+    records = listing.records
     shash = settings_hash(config, digest)
     _remove_stale_temporaries(config.out)
     writer = ManifestWriter(config.out, config.storage_options)
+    # Files of the archive that are not slides get a manifest row saying why, so none vanishes unexplained.
+    for f in listing.skipped:
+        writer.add(SlideResult(f.name, f.uri, "skipped_not_a_slide", 0, 0.0, f.reason, shash))
     done = _done_slides(records, config, shash, writer.previous())
     todo = [r for r in records if r.slide_id not in done]
     for r in done.values():
         writer.add(r)
-    log.info("%d slides: %d to encode, %d already done", len(records), len(todo), len(done))
+    log.info("%d slides: %d to encode, %d already done; %d files not slides", len(records), len(todo), len(done),
+             len(listing.skipped))
     t0 = time.time()
     tiles = 0
     if todo:
@@ -453,8 +465,8 @@ def _finish(config: EncodeConfig, buf: _SlideBuffer, writer: ManifestWriter, sha
 
 
 def summarize(results: list[SlideResult]) -> dict[str, int]:
-    """Counts per status and tiles, for the end-of-run summary."""
-    out: dict[str, int] = {"ok": 0, "failed": 0, "skipped_no_tissue": 0, "reused": 0, "tiles": 0}
+    """Counts per status (every status of manifest.STATUSES, 0 when absent), slides reused and tiles."""
+    out: dict[str, int] = {**dict.fromkeys(STATUSES, 0), "reused": 0, "tiles": 0}
     for r in results:
         out[r.status] = out.get(r.status, 0) + 1
         out["reused"] += int(r.reused)
@@ -462,7 +474,13 @@ def summarize(results: list[SlideResult]) -> dict[str, int]:
     return out
 
 
+# Exit codes of the commands that process an archive: 0 every slide ok or skipped, 2 bad configuration or
+# input (cli.main), 3 some slides failed (how many is in the summary line), 130 interrupted (cli.main).
+# One fixed code: the failure count used before made two failed slides read as a configuration error.
+EXIT_SLIDES_FAILED = 3
+
+
 def exit_code(results: list[SlideResult]) -> int:
-    """The number of failed slides (capped at 125), 0 when all succeeded."""
-    return min(125, sum(r.status == "failed" for r in results))
+    """EXIT_SLIDES_FAILED (3) when any slide failed, else 0 (ok and skipped slides are successes)."""
+    return EXIT_SLIDES_FAILED if any(r.status == "failed" for r in results) else 0
 

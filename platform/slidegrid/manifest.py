@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 from .grids import MANIFEST_NAME
 from .storage import atomic_write, filesystem, join
 
-STATUSES = ("ok", "failed", "skipped_no_tissue")
+# ok: grid written; failed: the slide could not be encoded (error says why); skipped_no_tissue: no tile passed
+# --min-tissue; skipped_not_a_slide: a file of a listed folder/prefix that is not a slide (error says why).
+STATUSES = ("ok", "failed", "skipped_no_tissue", "smaller_than_tile", "skipped_not_a_slide")
 # Rewrite the manifest at most this often while a run goes on, so a killed driver leaves a recent one.
 FLUSH_SECONDS = 30.0
 

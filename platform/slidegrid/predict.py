@@ -45,20 +45,24 @@ def write_heatmaps(model, model_name: str, grid_uris: Sequence[str], cache, out_
         dense, mask, grid = cache.get(uri)
         hm = heatmap(model, model_name, dense, mask)
         try:
-            with open_slide(grid.meta["source_uri"], storage_options, grid.meta.get("mpp_override")) as s:
-                H = s.info.dimensions[1]
-                thumb = s.thumbnail(max(s.mpp, s.mpp * H / 512))
+            with open_slide(grid.meta["source_uri"], storage_options, grid.meta.get("mpp_override"),
+                            grid.meta.get("reader", "auto")) as s:
+                H, mpp_y = s.info.dimensions[1], s.mpp_xy[1]
+                thumb = s.thumbnail(max(*s.mpp_xy, mpp_y * H / 512))
         except Exception:
             thumb = np.full((hm.shape[0] * 8, hm.shape[1] * 8, 3), 255, np.uint8)
-        # The grid covers the slide's top-left area of complete tiles: place it on that part of the thumbnail.
+        # The grid starts at the slide's top-left corner: place it there on the thumbnail.
         step_um = float(grid.meta["target_mpp"]) * float(grid.meta["stride"])
         slide_w_um = float(grid.meta["slide_dimensions"][0]) * float(grid.meta["slide_mpp"])
         px_per_cell = thumb.shape[1] * step_um / slide_w_um
         canvas = np.zeros(thumb.shape[:2], np.float32)
         h, w = hm.shape
-        ch, cw = min(thumb.shape[0], round(h * px_per_cell)), min(thumb.shape[1], round(w * px_per_cell))
+        fh, fw = round(h * px_per_cell), round(w * px_per_cell)
+        ch, cw = min(thumb.shape[0], fh), min(thumb.shape[1], fw)
         if ch and cw:
-            canvas[:ch, :cw] = cv2.resize(hm.astype(np.float32), (cw, ch), interpolation=cv2.INTER_NEAREST)
+            # Scaled whole, then cut at the slide's edge: a partial last column/row runs past the thumbnail.
+            full = cv2.resize(hm.astype(np.float32), (fw, fh), interpolation=cv2.INTER_NEAREST)
+            canvas[:ch, :cw] = full[:ch, :cw]
         path = os.path.join(out_dir, f"{grid.meta['slide_id']}_heatmap.png")
         save_png(heatmap_overlay(thumb, canvas), path)
         written.append(path)

@@ -40,9 +40,9 @@ def grid_preview(grid: Grid, storage_options: Mapping[str, Any] | None = None, h
     h, w = grid.shape
     scale = height / max(h, 1)
     right = cv2.resize(pca, (max(1, round(w * scale)), height), interpolation=cv2.INTER_NEAREST)
-    with open_slide(meta["source_uri"], storage_options, meta.get("mpp_override")) as slide:
-        W, H = slide.info.dimensions
-        thumb = slide.thumbnail(max(slide.mpp * H / height, slide.mpp))
+    with open_slide(meta["source_uri"], storage_options, meta.get("mpp_override"), meta.get("reader", "auto")) as slide:
+        H, mpp_y = slide.info.dimensions[1], slide.mpp_xy[1]
+        thumb = slide.thumbnail(max(mpp_y * H / height, *slide.mpp_xy))
     left = cv2.resize(thumb, (max(1, round(thumb.shape[1] * height / thumb.shape[0])), height),
                       interpolation=cv2.INTER_AREA)
     gap = np.full((height, 8, 3), 255, np.uint8)

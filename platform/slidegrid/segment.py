@@ -35,6 +35,7 @@ from .archive import SlideRecord, list_archive
 from .errors import ConfigError, error_text
 from .manifest import ManifestWriter, SlideResult
 from .placement import OVERRIDE_HELP, ClusterShape, Watchdog, plan_pool
+from .readers import check_reader
 from .slides import open_slide_cached
 from .stitching import WEIGHTINGS, HeatmapAccumulator, tile_positions
 from .storage import atomic_write, filesystem, join
@@ -67,6 +68,7 @@ class SegmentConfig:
     overwrite: bool = False
     tracking_uri: str | None = None
     mpp_override: float | None = None
+    reader: str = "auto"  # slide reader backend (readers.READERS)
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     progress: bool = True
 
@@ -77,6 +79,7 @@ class SegmentConfig:
             raise ConfigError("--threshold", f"{self.threshold} is not within (0, 1)")
         if not 0 <= self.min_tissue <= 1:
             raise ConfigError("--min-tissue", "must be within 0..1")
+        check_reader(self.reader)
         for name in ("tile_size", "stride", "batch_size", "actors", "members"):
             v = getattr(self, name)
             if v is not None and v < 1:
@@ -118,7 +121,7 @@ def settings_hash(config: SegmentConfig, geometry: Geometry) -> str:
     settings = {"model": config.model, "geometry": asdict(geometry), "weighting": config.weighting,
                 "tta": config.tta, "members": config.members, "heatmap_mpp": config.heatmap_mpp,
                 "threshold": config.threshold, "min_tissue": config.min_tissue,
-                "mpp_override": config.mpp_override}
+                "mpp_override": config.mpp_override, "reader": config.reader}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -138,7 +141,11 @@ def plan_slide(rec: Mapping[str, Any], config: SegmentConfig, geometry: Geometry
     sid, uri = str(rec["slide_id"]), str(rec["uri"])
     override = _override(rec.get("mpp")) or config.mpp_override
     try:
-        slide = open_slide_cached(uri, json.dumps(dict(config.storage_options), sort_keys=True), override)
+        slide = open_slide_cached(uri, json.dumps(dict(config.storage_options), sort_keys=True), override, config.reader)
+        if not slide.square:
+            # Heatmaps, stitching and GeoJSON here are square-pixel images of the slide: refuse, never skew.
+            raise ConfigError(uri, "non-square pixels ({:.4g} x {:.4g} µm/px): segment needs square pixels; "
+                                   "resample the slide to square pixels first".format(*slide.mpp_xy))
         tissue = tissue_mask(slide, TissueConfig(mpp=max(config.heatmap_mpp, slide.mpp)))
         scale = geometry.mpps[0] / slide.mpp  # level-0 px per model px
         W, H = (math.ceil(d / scale) for d in slide.info.dimensions)
@@ -167,7 +174,8 @@ def read_batch(batch: dict[str, np.ndarray], config: SegmentConfig, geometry: Ge
         if batch["index"][i] < 0:
             continue
         try:
-            slide = open_slide_cached(str(batch["uri"][i]), opts, _override(float(batch["mpp_override"][i])))
+            slide = open_slide_cached(str(batch["uri"][i]), opts, _override(float(batch["mpp_override"][i])),
+                                      config.reader)
             half0 = t * geometry.mpps[0] / slide.mpp / 2
             scale = geometry.mpps[0] / slide.mpp
             cx, cy = batch["px"][i] * scale + half0, batch["py"][i] * scale + half0
@@ -277,7 +285,7 @@ def write_outputs(config: SegmentConfig, sid: str, uri: str, maps: np.ndarray, m
     from .viz import heatmap_overlay, save_png
 
     opts = config.storage_options
-    slide = open_slide_cached(uri, json.dumps(dict(opts), sort_keys=True), override)
+    slide = open_slide_cached(uri, json.dumps(dict(opts), sort_keys=True), override, config.reader)
     mpp = max(config.heatmap_mpp, slide.mpp)
     thumb = slide.thumbnail(mpp)[: maps.shape[1], : maps.shape[2]]
     tissue = tissue_mask_from_rgb(thumb, mpp, TissueConfig(mpp=mpp)).mask

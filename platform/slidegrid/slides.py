@@ -216,8 +216,8 @@ class Slide:
         mx, my = self.mpp_xy
         if not self.square:
             raise SlideError(self.uri, f"non-square pixels ({mx:.4g} × {my:.4g} µm/px): this step needs square "
-                                       "pixels; encode, segment, tiles and tissue handle them, or resample the "
-                                       "slide to square pixels first")
+                                       "pixels (encode, tiles, tissue and info handle them); resample the slide to "
+                                       "square pixels first")
         return mx
 
     def level_for_scale(self, scale: float | tuple[float, float]) -> int:

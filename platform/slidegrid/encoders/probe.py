@@ -46,12 +46,12 @@ def _slide_probe_tiles(rec, tile_size: int, mpp: float, min_tissue: float, per_c
     # Quarter-tile stride: overlapping candidates, so small tumours still yield enough whole tumour tiles.
     spec = GridSpec(mpp, tile_size, max(1, tile_size // 4), min_tissue)
     with open_slide(rec.uri, storage_options, rec.mpp) as slide:
-        grid = tile_grid(slide.info.dimensions, slide.mpp, spec, tissue_mask(slide))
+        grid = tile_grid(slide.info.dimensions, slide.mpp_xy, spec, tissue_mask(slide))
         mask_mpp = tile_size * mpp / 8
         polygons = read_annotations(rec.annotation, storage_options) if rec.annotation else []
         tumour = rasterize(polygons, slide.info.dimensions, slide.mpp, mask_mpp)
         # The tumour mask in tile_grid's tissue slot gives each tile's exact tumour fraction.
-        frac = tile_grid(slide.info.dimensions, slide.mpp, GridSpec(mpp, tile_size, spec.stride, 0.0),
+        frac = tile_grid(slide.info.dimensions, slide.mpp_xy, GridSpec(mpp, tile_size, spec.stride, 0.0),
                          TissueMask(tumour, mask_mpp))
         fraction = dict(zip(zip(frac.row.tolist(), frac.col.tolist()), frac.tissue.tolist()))
         f = np.array([fraction[(r, c)] for r, c in zip(grid.row.tolist(), grid.col.tolist())])

@@ -11,6 +11,7 @@ from .weights import is_mlflow_uri, load_mlflow_module, load_state_dict, load_st
 def build_timm(arch: str, spec: EncoderSpec) -> TorchEncoder:
     """timm model `arch` with its classifier removed (global-average-pool features), weights from spec."""
     import timm
+    import torch
 
     if not spec.weights:
         raise ConfigError(spec.name, "needs --weights: a local checkpoint file, an MLflow model URI "
@@ -20,11 +21,15 @@ def build_timm(arch: str, spec: EncoderSpec) -> TorchEncoder:
         module, digest = load_mlflow_module(spec.weights)
     else:
         try:
-            module = timm.create_model(arch, pretrained=False, num_classes=0)
+            # Seeded: `random` must be one network everywhere (every actor, restarted process and resumed run
+            # shares one settings hash), as for the learned encoders; the caller's random state is left alone.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                module = timm.create_model(arch, pretrained=False, num_classes=0)
         except Exception as exc:  # timm raises RuntimeError("Unknown model ...")
             raise ConfigError(spec.name, f"unknown timm architecture ({exc}); see timm.list_models()") from None
         if spec.weights == "random":
-            digest = "random"
+            digest = "random:seed0"  # not "random": grids from the unseeded networks of before are redone
         else:
             state, digest = load_state_dict(spec.weights, spec.name)
             # Checkpoints with a classifier head load too: the head is dropped, every other key must fit.

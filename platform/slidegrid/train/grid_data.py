@@ -93,6 +93,9 @@ def cell_labels(grid: Grid, annotation: str | None, storage_options: Mapping[str
     if not annotation:
         return np.zeros((h, w), np.int64)
     meta = grid.meta
+    if meta.get("slide_mpp_y", meta["slide_mpp"]) != meta["slide_mpp"]:
+        raise ConfigError(annotation, "per-cell labels need a grid of a slide with square pixels (annotations "
+                                      "are rasterized with one pixel size); resample the slide to square pixels")
     cell_mpp = float(meta["target_mpp"]) * float(meta["stride"])
     dims = tuple(int(v) for v in meta["slide_dimensions"])
     mask = rasterize(read_annotations(annotation, storage_options), dims, float(meta["slide_mpp"]), cell_mpp)

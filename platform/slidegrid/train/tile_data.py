@@ -64,7 +64,7 @@ def plan_slide(rec: SlideRecord, cfg: EncoderTrainConfig, patches: int, seed: in
 
     with open_slide(rec.uri, cfg.storage_options, rec.mpp) as slide:
         tissue = tissue_mask(slide, TissueConfig(mpp=cfg.tissue_mpp))
-        grid = tile_grid(slide.info.dimensions, slide.mpp, GridSpec(cfg.mpp, cfg.tile_size, None, cfg.min_tissue),
+        grid = tile_grid(slide.info.dimensions, slide.mpp_xy, GridSpec(cfg.mpp, cfg.tile_size, None, cfg.min_tissue),
                          tissue)
         out = SlideTiles(rec.slide_id, rec.uri, rec.mpp, grid.row.astype(np.int64), grid.col.astype(np.int64),
                          grid.x, grid.y)
