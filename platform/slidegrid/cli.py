@@ -58,6 +58,16 @@ def _given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
     return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
+MIN_TISSUE_HELP = ("min tissue fraction of a kept tile, over the whole tile (edge tiles are padded: outside the "
+                   "slide is glass)")
+
+
+def _add_keep_ink(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--keep-ink", action="store_true",
+                   help="keep pen and marker ink in the tissue mask (for stains that are blue or green themselves: "
+                        "IHC counterstain, Alcian blue, trichrome)")
+
+
 def _add_mpp_override(p: argparse.ArgumentParser) -> None:
     from .readers import READER_HELP, READERS
 
@@ -135,22 +145,29 @@ def _tissue(args: argparse.Namespace) -> int:
 
     opts = parse_storage_options(args.storage_options)
     with open_slide(args.uri, opts, args.mpp_override, args.reader) as s:
-        mask = tissue_mask(s, TissueConfig(mpp=args.mpp))
-        thumb = s.thumbnail(mask.mpp)
+        mask = tissue_mask(s, TissueConfig(mpp=args.mpp, remove_ink=not args.keep_ink))
+        thumb = s.thumbnail(max(args.overlay_mpp or mask.mpp, *s.mpp_xy))
     sid = safe_slide_id(args.uri)
     # --out may be a folder or an object-store prefix: save_png writes through storage.atomic_write.
     save_png(mask.mask.astype("uint8") * 255, join(args.out, f"{sid}_tissue_mask.png"), opts)
-    save_png(overlay(thumb, mask.mask), join(args.out, f"{sid}_tissue_overlay.png"), opts)
-    print(f"tissue fraction: {mask.fraction:.3f} (mask {mask.mask.shape[1]}x{mask.mask.shape[0]} at "
-          f"{mask.mpp:g} µm/px) -> {args.out}")
+    shown = overlay(thumb, mask.mask)
+    if mask.ink is not None and mask.ink.any():
+        shown = overlay(shown, mask.ink, (255, 0, 255), 0.3)
+    save_png(shown, join(args.out, f"{sid}_tissue_overlay.png"), opts)
+    print(f"tissue fraction: {mask.fraction:.3f}, ink removed: {mask.ink_fraction:.3f} (mask "
+          f"{mask.mask.shape[1]}x{mask.mask.shape[0]} at {mask.mpp:g} µm/px) -> {args.out}")
     return 0
 
 
 def _register_tissue(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("tissue", help="tissue mask of a slide (mask PNG + overlay PNG)")
+    p = sub.add_parser("tissue", help="tissue mask of a slide (mask PNG + overlay PNG)",
+                       description="Tissue mask of a slide (DigiPathAI's recipe with pen ink removed first): the mask "
+                                   "PNG, and an overlay PNG with the tissue in green and the removed ink in magenta.")
     p.add_argument("uri", help="slide path or URI")
     p.add_argument("--out", required=True, help="output folder (or object-store prefix)")
     p.add_argument("--mpp", type=float, default=8.0, help="mask resolution in µm/px (default 8)")
+    p.add_argument("--overlay-mpp", type=float, default=None, help="overlay resolution in µm/px (default: --mpp)")
+    _add_keep_ink(p)
     _add_storage(p)
     _add_mpp_override(p)
     p.set_defaults(func=_tissue)
@@ -162,12 +179,12 @@ def _tiles(args: argparse.Namespace) -> int:
     from .slides import open_slide
     from .storage import atomic_write
     from .tiling import GridSpec, tile_grid
-    from .tissue import tissue_mask
+    from .tissue import TissueConfig, tissue_mask
 
     spec = GridSpec(mpp=args.mpp, tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue)
     opts = parse_storage_options(args.storage_options)
     with open_slide(args.uri, opts, args.mpp_override, args.reader) as s:
-        grid = tile_grid(s.info.dimensions, s.mpp_xy, spec, tissue_mask(s))
+        grid = tile_grid(s.info.dimensions, s.mpp_xy, spec, tissue_mask(s, TissueConfig(remove_ink=not args.keep_ink)))
     with atomic_write(args.out, opts) as f:
         pq.write_table(grid.to_table(source_uri=args.uri), f)
     print(f"{len(grid)} tiles kept on a {grid.shape[0]}x{grid.shape[1]} grid -> {args.out}")
@@ -180,8 +197,9 @@ def _register_tiles(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mpp", type=float, default=0.5, help="target µm/px")
     p.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at --mpp")
     p.add_argument("--stride", type=int, default=None, help="step in pixels at --mpp (default: tile size)")
-    p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue fraction of a kept tile, over the whole tile (edge tiles are padded: outside the slide is glass)")
+    p.add_argument("--min-tissue", type=float, default=0.25, help=MIN_TISSUE_HELP)
     p.add_argument("--out", required=True, help="Parquet file to write")
+    _add_keep_ink(p)
     _add_storage(p)
     _add_mpp_override(p)
     p.set_defaults(func=_tiles)
@@ -195,7 +213,7 @@ def _encode(args: argparse.Namespace) -> int:
     config = EncodeConfig(
         input=args.input, out=args.out, encoder=args.encoder, weights=args.weights, mpp=args.mpp,
         tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp,
-        batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite, mpp_override=args.mpp_override, reader=args.reader,
+        remove_ink=not args.keep_ink, batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite, mpp_override=args.mpp_override, reader=args.reader,
         storage_options=parse_storage_options(args.storage_options), actors=args.actors, amp=args.amp,
         data_cpus=args.data_cpus,
         tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow, progress=not args.no_progress)
@@ -236,7 +254,8 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mpp", type=float, default=0.5, help="target µm/px of the tiles (default 0.5)")
     p.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at --mpp (default 224)")
     p.add_argument("--stride", type=int, default=None, help="grid step in pixels at --mpp (default: tile size)")
-    p.add_argument("--min-tissue", type=float, default=0.25, help="min tissue fraction of a kept tile, over the whole tile (edge tiles are padded: outside the slide is glass)")
+    p.add_argument("--min-tissue", type=float, default=0.25, help=MIN_TISSUE_HELP)
+    _add_keep_ink(p)
     p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (µm/px)")
     p.add_argument("--batch-size", type=int, default=64, help="tiles per encoder batch")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding type")

@@ -57,6 +57,7 @@ class EncodeConfig:
     stride: int | None = None
     min_tissue: float = 0.25
     tissue_mpp: float = 8.0
+    remove_ink: bool = True  # pen/marker ink left out of the tissue mask (tissue.ink_mask)
     batch_size: int = 64
     dtype: str = "float16"
     overwrite: bool = False
@@ -91,7 +92,7 @@ class EncodeConfig:
     @property
     def tissue(self) -> TissueConfig:
         """Tissue mask settings."""
-        return TissueConfig(mpp=self.tissue_mpp)
+        return TissueConfig(mpp=self.tissue_mpp, remove_ink=self.remove_ink)
 
 
 def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
@@ -149,6 +150,7 @@ def plan_slide(rec: dict, config: EncodeConfig, digest: str, shash: str) -> list
         **grid.geometry(), "encoder": config.encoder, "weights_digest": digest,
         "settings_hash": shash, "dtype": config.dtype, "reader": slide.info.reader, "mpp_source": slide.info.mpp_source,
         "tissue_mpp": config.tissue_mpp, "tissue_fraction": float(mask.fraction),
+        "ink_fraction": float(mask.ink_fraction),
         "slidegrid_version": __version__, "plan_seconds": time.time() - t0,
     })
     n = len(grid)
