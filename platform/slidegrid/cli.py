@@ -205,6 +205,29 @@ def _register_tiles(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_tiles)
 
 
+# -- encoders -----------------------------------------------------------------------------------
+
+def _encoders(args: argparse.Namespace) -> int:
+    from .encoders.listing import catalogue, table
+
+    cat = catalogue()
+    if args.json:
+        print(json.dumps(cat, indent=2))
+    else:
+        print("\n".join(table(cat)))
+    return 0
+
+
+def _register_encoders(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("encoders", help="list the tile encoders: foundation-model presets (weights found locally "
+                       "or not), mean-rgb, timm:ARCH and the learned ones",
+                       description="Every foundation-model preset with its embedding size, parameters, native tile "
+                       "size and µm/px, licence, whether its weights are gated, and where its weights are in the "
+                       "local Hugging Face cache (nothing is downloaded); then the other encoders.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=_encoders)
+
+
 # -- encode / show ------------------------------------------------------------------------------
 
 def _encode(args: argparse.Namespace) -> int:
@@ -213,10 +236,10 @@ def _encode(args: argparse.Namespace) -> int:
     config = EncodeConfig(
         input=args.input, out=args.out, encoder=args.encoder, weights=args.weights, mpp=args.mpp,
         tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp,
-        remove_ink=not args.keep_ink, batch_size=args.batch_size, dtype=args.dtype, overwrite=args.overwrite, mpp_override=args.mpp_override, reader=args.reader,
+        remove_ink=not args.keep_ink, batch_size=args.batch_size, torch_compile=args.compile, dtype=args.dtype,
+        overwrite=args.overwrite, mpp_override=args.mpp_override, reader=args.reader,
         storage_options=parse_storage_options(args.storage_options), actors=args.actors, amp=args.amp,
-        data_cpus=args.data_cpus,
-        tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow, progress=not args.no_progress)
+        data_cpus=args.data_cpus, tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow, progress=not args.no_progress)
     report = run_encode(config)
     results = report.results
     counts = summarize(results)
@@ -243,23 +266,42 @@ EXIT_CODES_HELP = ("Exit codes: 0 every slide ok or skipped, 2 bad configuration
                    "(the summary line counts them), 130 interrupted.")
 
 
+def _batch_size(value: str) -> int | str:
+    """--batch-size: "auto" or an integer (checked by EncodeConfig)."""
+    if value == "auto":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not an integer or auto") from None
+
+
 def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `slidegrid encode` (shared with jobs/encode.py)."""
     p.add_argument("input", help="archive: folder, glob, s3://bucket/prefix, or cohort table (CSV/Parquet)")
     p.add_argument("--out", required=True, help="grid store (local folder or s3:// prefix)")
-    p.add_argument("--encoder", default="mean-rgb", help="mean-rgb, timm:ARCH (e.g. timm:resnet34), or a "
-                   "learned encoder: vae | contrastive | bigan | supervised (see train-encoder)")
-    p.add_argument("--weights", default=None, help="local checkpoint, MLflow model URI (models:/name/version), "
-                   "or 'random'; nothing is downloaded")
-    p.add_argument("--mpp", type=float, default=0.5, help="target µm/px of the tiles (default 0.5)")
-    p.add_argument("--tile-size", type=int, default=224, help="tile side in pixels at --mpp (default 224)")
+    p.add_argument("--encoder", default="mean-rgb", help="mean-rgb, a foundation-model preset (e.g. uni2-h; "
+                   "`slidegrid encoders` lists them), timm:ARCH (e.g. timm:resnet34), or a learned encoder: "
+                   "vae | contrastive | bigan | supervised (see train-encoder)")
+    p.add_argument("--weights", default=None, help="local checkpoint (.safetensors/.bin/.pth/.pt), a downloaded "
+                   "snapshot folder (presets), MLflow model URI (models:/name/version), or 'random'. A preset "
+                   "without --weights is looked up in the local Hugging Face cache; hf-hub:ORG/NAME downloads "
+                   "it there. Nothing else is downloaded")
+    p.add_argument("--mpp", type=float, default=None, help="target µm/px of the tiles (default: a preset's "
+                   "native one, else 0.5)")
+    p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels at --mpp (default: a "
+                   "preset's native one, else 224)")
     p.add_argument("--stride", type=int, default=None, help="grid step in pixels at --mpp (default: tile size)")
     p.add_argument("--min-tissue", type=float, default=0.25, help=MIN_TISSUE_HELP)
     _add_keep_ink(p)
     p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (µm/px)")
-    p.add_argument("--batch-size", type=int, default=64, help="tiles per encoder batch")
+    p.add_argument("--batch-size", type=_batch_size, default="auto",
+                   help="tiles per encoder batch, or auto (default): 64 on CPU; on a GPU batches of 512 run in "
+                   "the largest power-of-two chunks that fit and still speed the model up, probed once per actor")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding type")
     p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16", help="autocast on GPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the encoder in each actor (faster "
+                   "big models on GPU once compiled; the first batches wait a minute or more for it)")
     p.add_argument("--overwrite", action="store_true", help="redo slides whose grids already exist")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                    "else SQLite under --out)")
@@ -614,6 +656,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_synth,
     _register_tissue,
     _register_tiles,
+    _register_encoders,
     _register_encode,
     _register_show,
     _register_train_encoder,

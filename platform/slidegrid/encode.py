@@ -26,6 +26,7 @@ import numpy as np
 from . import __version__
 from .archive import SlideRecord, scan_archive
 from .encoders import EncoderSpec, build_encoder
+from .encoders.preset import find_preset
 from .errors import ConfigError, SlidegridError, error_text
 from .grids import grid_table, grid_uri, read_grid_meta, write_grid
 from .manifest import STATUSES, ManifestWriter, SlideResult
@@ -38,10 +39,18 @@ from .tissue import TissueConfig, tissue_mask
 
 log = logging.getLogger(__name__)
 
+# Tile geometry of encoders other than presets (a preset's default is its native one).
+DEFAULT_TILE_SIZE = 224
+DEFAULT_MPP = 0.5
 # Tiles per plan chunk: big enough to amortize task overhead, small enough to spread one slide over workers.
 CHUNK_TILES = 256
 # Longest run of adjacent tiles read as one region (bounds the strip's memory).
 MAX_RUN = 16
+# `--batch-size auto`: tiles per batch Ray Data hands an encoder actor. On a GPU the actor then probes, once, the
+# power-of-two chunk that fills its GPU (TorchEncoder.fit_batch: up to this, while it fits and still speeds the
+# model up) and runs each batch in such chunks; 512 tiles of 224 px are 77 MB of uint8, a few in flight per
+# actor. On CPU tiles/s is flat beyond a few dozen tiles per pass and smaller batches stream more smoothly.
+AUTO_BATCH = {"cuda": 512, "cpu": 64}
 
 
 @dataclass(frozen=True)
@@ -52,13 +61,14 @@ class EncodeConfig:
     out: str
     encoder: str = "mean-rgb"
     weights: str | None = None
-    mpp: float = 0.5
-    tile_size: int = 224
+    # None: the preset's native geometry for a foundation-model preset, else DEFAULT_MPP / DEFAULT_TILE_SIZE.
+    mpp: float | None = None
+    tile_size: int | None = None
     stride: int | None = None
     min_tissue: float = 0.25
     tissue_mpp: float = 8.0
     remove_ink: bool = True  # pen/marker ink left out of the tissue mask (tissue.ink_mask)
-    batch_size: int = 64
+    batch_size: int | str = "auto"  # tiles per encoder batch, or "auto" (AUTO_BATCH; probed on a GPU actor)
     dtype: str = "float16"
     overwrite: bool = False
     mpp_override: float | None = None
@@ -67,15 +77,17 @@ class EncodeConfig:
     actors: int | None = None
     data_cpus: float | None = None  # CPUs no encoder actor may take (None: planned, placement.py)
     amp: str = "bf16"
+    torch_compile: bool = False  # --compile: torch.compile the encoder in each actor
     tracking_uri: str | None = None
     mlflow: bool = True
     progress: bool = True
 
     def __post_init__(self) -> None:
+        self._resolve_geometry()
         if self.dtype not in ("float16", "float32"):
             raise ConfigError("--dtype", f"{self.dtype!r} is not float16 or float32")
-        if self.batch_size < 1:
-            raise ConfigError("--batch-size", "must be a positive integer")
+        if self.batch_size != "auto" and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ConfigError("--batch-size", "must be a positive integer or auto")
         if self.amp not in ("bf16", "fp16", "off"):
             raise ConfigError("--amp", f"{self.amp!r} is not bf16, fp16 or off")
         if self.actors is not None and self.actors < 1:
@@ -83,6 +95,20 @@ class EncodeConfig:
         check_reader(self.reader)
         GridSpec(mpp=self.mpp, tile_size=self.tile_size, stride=self.stride, min_tissue=self.min_tissue)
         TissueConfig(mpp=self.tissue_mpp)
+
+    def _resolve_geometry(self) -> None:
+        """Unset tile size / mpp become the preset's native ones (else 224 px at 0.5 µm/px); another geometry
+        for a preset is a warning naming the native one (tiles are resized to the model's input anyway)."""
+        preset = find_preset(self.encoder)
+        tile, mpp = (preset.tile_size, preset.mpp) if preset else (DEFAULT_TILE_SIZE, DEFAULT_MPP)
+        if preset and ((self.tile_size is not None and self.tile_size != tile)
+                       or (self.mpp is not None and abs(self.mpp - mpp) > 1e-9)):
+            log.warning("%s was trained on %d-px tiles at %g µm/px (%g µm across); encoding %d-px tiles at %g µm/px "
+                        "instead (resized to its %d-px input). Leave out --tile-size/--mpp for the native geometry",
+                        preset.name, tile, mpp, tile * mpp, self.tile_size or tile, self.mpp or mpp,
+                        preset.input_size)
+        object.__setattr__(self, "tile_size", tile if self.tile_size is None else self.tile_size)
+        object.__setattr__(self, "mpp", mpp if self.mpp is None else self.mpp)
 
     @property
     def grid_spec(self) -> GridSpec:
@@ -95,6 +121,13 @@ class EncodeConfig:
         return TissueConfig(mpp=self.tissue_mpp, remove_ink=self.remove_ink)
 
 
+def encoder_meta(config: EncodeConfig) -> dict[str, Any]:
+    """What grids record about a foundation-model preset beyond its name: its version (a preset whose facts
+    change bumps it) and Hugging Face repo; empty for other encoders."""
+    preset = find_preset(config.encoder)
+    return {"preset": preset.name, "preset_version": preset.version, "preset_repo": preset.hf_repo} if preset else {}
+
+
 def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
     """Hash of every setting that changes the numbers in a grid (not paths, batch size or placement)."""
     settings = {
@@ -102,6 +135,8 @@ def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
         "tissue": asdict(config.tissue), "dtype": config.dtype, "mpp_override": config.mpp_override,
         "reader": config.reader,
     }
+    if find_preset(config.encoder):  # other encoders keep the hash (and the grids) they had
+        settings["preset_version"] = encoder_meta(config)["preset_version"]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -147,7 +182,7 @@ def plan_slide(rec: dict, config: EncodeConfig, digest: str, shash: str) -> list
     except Exception as exc:  # one bad slide never stops the archive
         return [_marker(sid, uri, "failed", error_text(exc), meta)]
     meta.update({
-        **grid.geometry(), "encoder": config.encoder, "weights_digest": digest,
+        **grid.geometry(), "encoder": config.encoder, **encoder_meta(config), "weights_digest": digest,
         "settings_hash": shash, "dtype": config.dtype, "reader": slide.info.reader, "mpp_source": slide.info.mpp_source,
         "tissue_mpp": config.tissue_mpp, "tissue_fraction": float(mask.fraction),
         "ink_fraction": float(mask.ink_fraction),
@@ -234,13 +269,21 @@ def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, 
 class EncodeActor:
     """Holds one encoder (on its GPU when it has one) and embeds batches of tiles."""
 
-    def __init__(self, spec: EncoderSpec, dtype: str, torch_threads: int | None) -> None:
+    def __init__(self, spec: EncoderSpec, dtype: str, torch_threads: int | None, batch_size: int | str = "auto",
+                 tile_size: int = 224) -> None:
         if torch_threads:
             import torch
 
             torch.set_num_threads(torch_threads)
+        # Built here, once per actor (one per GPU): never on the driver or in a read task.
         self.encoder = build_encoder(spec)
         self.dtype = np.dtype(dtype)
+        # Tiles per forward pass: --batch-size, or on a GPU with "auto" the chunk that fills it (probed now).
+        self.chunk = batch_size if batch_size != "auto" else AUTO_BATCH.get(spec.device, AUTO_BATCH["cpu"])
+        if hasattr(self.encoder, "fit_batch"):
+            if batch_size == "auto" and spec.device == "cuda":
+                self.chunk = self.encoder.fit_batch(tile_size, self.chunk)
+            self.encoder.max_batch = self.chunk
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Replace the image column by the embedding column."""
@@ -276,15 +319,28 @@ class _SlideBuffer:
         return self.meta is not None and bool(self.filled.all())
 
 
-def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool]:
-    """Build the encoder once on the driver (CPU) to fail early and learn its size, digest and weight."""
+def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool, str | None]:
+    """Fail early on the driver and learn the encoder's size, weights digest and weight, and the weights its
+    actors load. A foundation-model preset is not built (a ViT-g is 1.1 B parameters): its declared dim, the
+    sha256 of its weight file, and its checkpoint's keys checked against the network on the `meta` device; a
+    download asked for with hf-hub: happens here, once, and the actors get the local file. Other encoders are
+    small and built once on the CPU."""
+    preset = find_preset(config.encoder)
+    if preset is not None:
+        from .encoders.preset_encoder import check_weights, locate_weights
+
+        found = locate_weights(preset, config.weights)
+        if found.path is not None:
+            check_weights(preset, found.path)
+        log.info("%s: weights %s (%s), digest %s", preset.name, found.path or "random", found.source, found.digest)
+        return preset.dim, found.digest, False, found.path or "random"
     enc = build_encoder(EncoderSpec(config.encoder, config.weights, device="cpu"))
     # A learned encoder's weights fix the tile geometry it sees (its preprocessing travels with the weights).
     if enc.tile_size is not None and (enc.tile_size != config.tile_size or abs(enc.mpp - config.mpp) > 1e-9):
         raise ConfigError("--tile-size", f"encoder {config.encoder} ({config.weights}) was trained on "
                                          f"{enc.tile_size}-px tiles at {enc.mpp:g} µm/px; encode with --tile-size "
                                          f"{enc.tile_size} --mpp {enc.mpp:g}")
-    return enc.dim, enc.weights_digest, enc.light
+    return enc.dim, enc.weights_digest, enc.light, config.weights
 
 
 # Outcomes without a grid file that a re-run with the same settings reuses instead of planning again.
@@ -343,7 +399,7 @@ def run_encode(config: EncodeConfig) -> EncodeReport:
 
     from .runtime import init_ray
 
-    dim, digest, light = _probe_encoder(config)
+    dim, digest, light, weights = _probe_encoder(config)
     listing = scan_archive(config.input, config.storage_options)
     records = listing.records
     shash = settings_hash(config, digest)
@@ -362,7 +418,7 @@ def run_encode(config: EncodeConfig) -> EncodeReport:
     tiles = 0
     if todo:
         init_ray()
-        tiles = _stream(config, todo, dim, digest, light, shash, writer, ray)
+        tiles = _stream(config, todo, dim, digest, light, shash, writer, ray, weights)
     writer.flush()
     elapsed = time.time() - t0
     report = EncodeReport(writer.results(), tiles, elapsed)
@@ -381,8 +437,9 @@ def _unfused() -> dict[str, Any]:
 
 
 def _stream(config: EncodeConfig, todo: list[SlideRecord], dim: int, digest: str, light: bool, shash: str,
-            writer: ManifestWriter, ray) -> int:
-    """Run the Ray Data pipeline and write grids as slides complete; returns tiles encoded."""
+            writer: ManifestWriter, ray, weights: str | None) -> int:
+    """Run the Ray Data pipeline and write grids as slides complete; returns tiles encoded. `weights`: what the
+    actors load (the probe's resolution of config.weights: a preset's local file, never a download)."""
     from tqdm import tqdm
 
     place = plan_pool(ClusterShape.current(), actors=config.actors, light=light, data_cpus=config.data_cpus)
@@ -399,9 +456,12 @@ def _stream(config: EncodeConfig, todo: list[SlideRecord], dim: int, digest: str
                      num_cpus=place.read_cpus, ray_remote_args_fn=_unfused)
         .map_batches(
             EncodeActor,
-            fn_constructor_kwargs={"spec": EncoderSpec(config.encoder, config.weights, place.device, config.amp),
-                                   "dtype": config.dtype, "torch_threads": place.torch_threads},
-            batch_size=config.batch_size, batch_format="numpy",
+            fn_constructor_kwargs={"spec": EncoderSpec(config.encoder, weights, place.device, config.amp,
+                                                       config.torch_compile),
+                                   "dtype": config.dtype, "torch_threads": place.torch_threads,
+                                   "batch_size": config.batch_size, "tile_size": config.grid_spec.tile_size},
+            batch_size=AUTO_BATCH[place.device] if config.batch_size == "auto" else config.batch_size,
+            batch_format="numpy",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors,
                                                max_tasks_in_flight_per_actor=2),
             # Ray Data restarts pool actors on node loss by itself (max_restarts=-1).

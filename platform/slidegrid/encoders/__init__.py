@@ -8,6 +8,7 @@ from ..errors import ConfigError
 from .base import Encoder, EncoderSpec
 from .learned import METHODS as LEARNED_METHODS
 from .mean_rgb import MeanRGBEncoder
+from .preset import all_presets, find_preset
 
 # name -> factory(spec). Prefix entries ("timm:") take the rest of the name as an argument.
 _REGISTRY: dict[str, Callable[[EncoderSpec], Encoder]] = {
@@ -50,13 +51,18 @@ for _method in LEARNED_METHODS:  # trained by `slidegrid train-encoder`
 
 def available() -> list[str]:
     """Names users can pass to --encoder."""
-    return sorted(_REGISTRY) + [f"{p}:NAME" for p in sorted(_PREFIXES)]
+    return sorted(_REGISTRY) + [p.name for p in all_presets()] + [f"{p}:NAME" for p in sorted(_PREFIXES)]
 
 
 def build_encoder(spec: EncoderSpec) -> Encoder:
     """Instantiate the encoder a spec names; unknown names are a ConfigError listing the choices."""
     if spec.name in _REGISTRY:
         return _REGISTRY[spec.name](spec)
+    preset = find_preset(spec.name)  # published foundation models (encoders/foundation/), by name
+    if preset is not None:
+        from .preset_encoder import build_preset
+
+        return build_preset(preset, spec)
     prefix, _, arg = spec.name.partition(":")
     if arg and prefix in _PREFIXES:
         return _PREFIXES[prefix](arg, spec)

@@ -17,6 +17,7 @@ class EncoderSpec:
     weights: str | None = None  # local file, "random", or an MLflow model URI (models:/..., runs:/...)
     device: str = "cpu"  # "cpu" or "cuda"
     amp: str = "bf16"  # autocast dtype on GPU: "bf16", "fp16" or "off"; CPU always runs fp32
+    torch_compile: bool = False  # torch.compile the module (torch models; first batches wait for compilation)
 
 
 class Encoder(ABC):

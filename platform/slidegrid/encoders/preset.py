@@ -84,6 +84,13 @@ def get_preset(name: str) -> Preset:
     return PRESETS[name]
 
 
+def find_preset(name: str) -> Preset | None:
+    """The preset called `name`, or None when `name` is not a preset (mean-rgb, timm:ARCH, a learned method)."""
+    from . import foundation  # noqa: F401
+
+    return PRESETS.get(name)
+
+
 def all_presets() -> list[Preset]:
     """Every registered preset, by name."""
     from . import foundation  # noqa: F401

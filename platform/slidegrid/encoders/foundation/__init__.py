@@ -2,4 +2,8 @@
 
 from __future__ import annotations
 
-from . import uni  # noqa: F401
+from . import clam, gigapath, hoptimus, kaiko, lunit, uni, virchow  # noqa: F401
+
+# isort: split
+# transformers-format checkpoints, remapped into timm (phikon.py says why)
+from . import hibou, midnight, phikon  # noqa: F401
