@@ -304,3 +304,17 @@ def test_openslide_reads_s3_through_a_bounded_local_cache(s3_bucket, s3_upload, 
     uri2 = s3_upload(local, f"{s3_bucket}/b/{local.name}")
     with pytest.raises(SlideError, match=r"do not fit the local cache .*SLIDEGRID_CACHE_GB"):
         open_slide(uri2, reader="openslide")
+
+
+def test_dicom_folder_with_tiffslide_names_the_format_and_info_sums_its_files(edge_dir):
+    folder = edge_dir / "dicom-boxes"
+    with pytest.raises(SlideError, match="DICOM WSI.*--reader auto or openslide"):
+        open_slide(str(folder), reader="tiffslide")
+    with open_slide(str(folder)) as s:
+        assert s.info.file_size == sum(f.stat().st_size for f in folder.iterdir())
+
+
+def test_fluorescence_slide_is_refused_by_the_brightfield_tissue_mask(edge_dir):
+    with open_slide(str(edge_dir / "test3-dapi-2.ndpi")) as s, \
+            pytest.raises(SlideError, match="fluorescence or dark-field"):
+        tissue_mask(s)

@@ -87,6 +87,8 @@ def _info(args: argparse.Namespace) -> int:
         print(json.dumps(info.to_dict(), indent=2))
         return 0
     mpp = f"{info.mpp_x:.4f} × {info.mpp_y:.4f} µm/px ({info.mpp_source})" if info.mpp_x else "unknown"
+    if any("implausible" in w for w in info.warnings):
+        mpp += " — implausible, ignored: pass --mpp-override"
     print(f"uri:        {info.uri}")
     print(f"vendor:     {info.vendor or 'unknown'}")
     print(f"reader:     {info.reader}")

@@ -93,6 +93,9 @@ def _file_size(uri: str, storage_options: Mapping[str, Any]) -> int | None:
     if is_remote(uri):
         fs, path = filesystem(uri, storage_options)
         return int(fs.size(path)) if fs.isfile(path) else None
+    if os.path.isdir(uri):  # a DICOM series: its files together
+        return sum(os.path.getsize(os.path.join(uri, f)) for f in os.listdir(uri)
+                   if os.path.isfile(os.path.join(uri, f)))
     return os.path.getsize(uri) if os.path.isfile(uri) else None
 
 

@@ -24,11 +24,14 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.morphology import remove_small_holes, remove_small_objects
 
-from .errors import ConfigError
+from .errors import ConfigError, SlideError
 
 if TYPE_CHECKING:
     from .slides import Slide
 
+
+# Fraction of near-black thumbnail pixels above which a slide is taken for fluorescence / dark-field.
+DARK_FIELD = 0.5
 
 @dataclass(frozen=True)
 class TissueConfig:
@@ -186,4 +189,12 @@ def _disk(radius: int) -> np.ndarray:
 def tissue_mask(slide: Slide, config: TissueConfig = TissueConfig()) -> TissueMask:
     """Tissue mask of a slide from its thumbnail at config.mpp (read from the smallest sufficient level)."""
     mpp = max(config.mpp, *slide.mpp_xy)  # square mask pixels, also on slides with non-square ones
-    return tissue_mask_from_rgb(slide.thumbnail(mpp), mpp, config)
+    thumb = slide.thumbnail(mpp)
+    dark = float((thumb.max(axis=-1) < config.black_threshold).mean())
+    if dark > DARK_FIELD:
+        # Brightfield glass is white; a mostly black slide is fluorescence or dark-field, where this recipe
+        # (black to white, then stain saturation) would outline whatever glows as "tissue".
+        raise SlideError(slide.uri, f"{dark:.0%} of the slide is black background: a fluorescence or dark-field "
+                                    "image, not brightfield; slidegrid's tissue masks and encoders are for "
+                                    "brightfield stains such as H&E")
+    return tissue_mask_from_rgb(thumb, mpp, config)

@@ -95,6 +95,9 @@ def open_reader(uri: str, storage_options: Mapping[str, Any] | None = None,
     files: list[Any] = []
     if reader == "openslide" or (reader == "auto" and _wants_openslide(uri, None if is_remote(uri) else uri)):
         return _open_openslide(uri, opts), files
+    if _wants_openslide(uri, None if is_remote(uri) else uri):
+        raise SlideError(uri, "tiffslide reads TIFF-family files only, and this is an MRXS, SCN, BIF, VMS/VMU or "
+                              "DICOM WSI slide (a folder of .dcm files): use --reader auto or openslide")
     try:
         return _open_tiffslide(uri, opts, files), files
     except SlideError:
