@@ -10,6 +10,18 @@ workers) for
   (c) slidegrid     — `run_encode` (Ray Data: plan -> read tasks -> encoder actors -> grid files);
 each with mean-rgb and timm:resnet18 (random weights), plus slidegrid with 2x the slides (memory flatness).
 Each measurement runs in a fresh subprocess so memory and caches do not leak between rows.
+
+    python jobs/benchmark_encode.py --presets [NAME ...] [--target-s 40] [--rounds 2] [--quick]
+
+Foundation-model presets on CPU (default: the ViT-S/B presets registered, Kaiko ViT-S/16, Lunit ViT-S/8,
+H0-mini, Phikon; UNI if none is), random weights, one row each: the bare model's forward (the preset's module,
+torch threads = cores, batches of --batch-size) on tiles of the archive decoded beforehand, against
+`run_encode` on k slides of the same archive (k >= 3, chosen from the bare rate so that the run holds about
+--target-s seconds of model time). Whole run: tiles / wall time (planning, actor start and model build
+included); steady state: the tiles the encoder actor embedded after its first batch over the time from the end of
+its first batch to the end of its last, the rate a long archive streams at (target >= 0.9x the bare forward, the model being the
+bottleneck). CPU seconds per tile of both (the whole process tree for slidegrid) do not depend on what else
+runs on the machine. Measurements of a preset run in interleaved rounds (bare, slidegrid), best of each kept.
 """
 
 from __future__ import annotations
@@ -24,7 +36,7 @@ import time
 import numpy as np
 
 import _bootstrap  # noqa: F401
-from _measure import run_measured
+from _measure import TreeCPU, run_measured
 from slidegrid.archive import list_archive
 from slidegrid.encoders import EncoderSpec, build_encoder
 from slidegrid.slides import open_slide
@@ -100,22 +112,87 @@ def run_dataloader(uris: list[str], spec: GridSpec, encoder: str, batch: int) ->
     return n
 
 
+def run_bare(uris: list[str], spec: GridSpec, preset_name: str, batch: int, seconds: float
+             ) -> tuple[int, float, float]:
+    """The preset's module alone (as its encoder actor holds it: seeded random weights) on tiles of `uris`
+    decoded and normalized beforehand, in batches, cycling over them for at least `seconds`."""
+    import tiffslide
+    import torch
+
+    from slidegrid.encoders.preset import build_backbone, get_preset, preset_module
+
+    torch.set_num_threads(CORES)
+    preset = get_preset(preset_name)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = preset_module(preset, build_backbone(preset)).eval()
+    t = spec.tile_size
+    tiles = []
+    for uri, xs, ys in _plan(uris, spec):
+        ts = tiffslide.TiffSlide(uri)
+        tiles += [ts.read_region((int(x), int(y)), 0, (t, t), as_array=True) for x, y in zip(xs, ys)]
+    mean = torch.tensor(preset.mean).view(1, 3, 1, 1)
+    std = torch.tensor(preset.std).view(1, 3, 1, 1)
+    x = ((torch.from_numpy(np.stack(tiles)).permute(0, 3, 1, 2).float() / 255 - mean) / std).contiguous()
+    batches = [x[i:i + batch] for i in range(0, len(x), batch)]
+    n, i = 0, 0
+    with torch.inference_mode():
+        module(batches[0])  # warm-up (allocator, oneDNN primitives)
+        t0, c0 = time.time(), time.process_time()
+        while i < 2 or time.time() - t0 < seconds:  # at least two batches
+            b = batches[i % len(batches)]
+            module(b)
+            n, i = n + len(b), i + 1
+        secs, cpu = time.time() - t0, time.process_time() - c0
+    return n, secs, cpu
+
+
 def run_slidegrid(archive: str, out: str, tile: int, encoder: str, batch: int) -> int:
     """(c) The library's pipeline, exactly as `slidegrid encode` runs it."""
     from slidegrid.encode import EncodeConfig, run_encode
+    from slidegrid.encoders.preset import find_preset
     from slidegrid.runtime import init_ray
 
     init_ray()
-    cfg = EncodeConfig(input=archive, out=out, encoder=encoder,
-                       weights="random" if encoder.startswith("timm:") else None, tile_size=tile,
+    random = encoder.startswith("timm:") or find_preset(encoder) is not None
+    cfg = EncodeConfig(input=archive, out=out, encoder=encoder, weights="random" if random else None, tile_size=tile,
                        batch_size=batch, mlflow=False, progress=False, overwrite=True)
+    log = os.path.join(out, ".arrivals")
+    _time_the_actors(log)
     t0 = time.time()  # Ray is up (a cluster is, in production); everything after it is timed
-    report = run_encode(cfg)
+    with TreeCPU() as cpu:  # driver, raylet, GCS, Ray workers
+        report = run_encode(cfg)
     _worker_seconds[0] = time.time() - t0
+    _worker_cpu[0] = cpu.seconds
+    with open(log) as f:
+        calls = sorted((float(t), int(n)) for t, n in (ln.split() for ln in f))
+    if len(calls) > 1:
+        # Steady state: from the end of the actors' first batch to the end of their last (actor start, model
+        # build, the first plan and the last grid writes left out), and the process tree's CPU in that window.
+        (t_first, _), (t_last, _) = calls[0], calls[-1]
+        _steady.update(steady_tiles=sum(n for _, n in calls[1:]), steady_s=t_last - t_first,
+                       steady_cpu_s=cpu.at(t_last) - cpu.at(t_first))
     return report.tiles
 
 
+def _time_the_actors(path: str) -> None:
+    """Benchmark instrumentation: the encode stage's actor class, in this process, becomes one that appends
+    "time tiles" to `path` after every batch it embeds (the class travels to the Ray workers by value)."""
+    from slidegrid import encode
+
+    class TimedEncodeActor(encode.EncodeActor):
+        def __call__(self, batch):
+            out = super().__call__(batch)
+            with open(path, "a") as f:
+                f.write(f"{time.time()} {len(out['embedding'])}\n")
+            return out
+
+    encode.EncodeActor = TimedEncodeActor
+
+
 _worker_seconds = [0.0]
+_worker_cpu: list[float | None] = [None]
+_steady: dict[str, float] = {}
 
 
 def _worker(args: argparse.Namespace) -> None:
@@ -132,17 +209,19 @@ def _worker(args: argparse.Namespace) -> None:
         t0 = time.time()
         tiles = run_decode_limit(plan, args.tile_size)
         secs = time.time() - t0
+    elif args.method == "bare":
+        tiles, secs, _worker_cpu[0] = run_bare(uris, spec, args.encoder, args.batch_size, args.bare_s)
     else:
         t0 = time.time()
         tiles = run_dataloader(uris, spec, args.encoder, args.batch_size)
         secs = time.time() - t0
-    print("RESULT " + json.dumps({"tiles": tiles, "seconds": secs}))
+    print("RESULT " + json.dumps({"tiles": tiles, "seconds": secs, "cpu_s": _worker_cpu[0], **_steady}))
 
 
 def measure(method: str, encoder: str, archive: str, n: int, args: argparse.Namespace) -> dict:
     """Run one row in a fresh subprocess, sampling the PSS of its whole process tree."""
     cmd = [sys.executable, __file__, "--worker", method, "--encoder", encoder, "--archive", archive, "--n", str(n),
-           "--tile-size", str(args.tile_size), "--batch-size", str(args.batch_size)]
+           "--tile-size", str(args.tile_size), "--batch-size", str(args.batch_size), "--bare-s", str(args.bare_s)]
     m = run_measured(cmd)
     if m.returncode or m.result is None:
         raise SystemExit(f"benchmark row {method}/{encoder} failed (exit {m.returncode}):\n{m.output[-2000:]}")
@@ -159,6 +238,13 @@ def main() -> None:
     p.add_argument("--tile-size", type=int, default=224)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="tiny run (smoke test)")
+    p.add_argument("--presets", nargs="*", default=None, metavar="NAME",
+                   help="benchmark foundation-model presets instead (default: the small ones registered)")
+    p.add_argument("--preset-slides", type=int, default=16, help="slides in the --presets archive")
+    p.add_argument("--preset-size", type=int, default=2048, help="slide side in pixels of the --presets archive")
+    p.add_argument("--target-s", type=float, default=40.0, help="--presets: model seconds of the slidegrid run")
+    p.add_argument("--bare-s", type=float, default=10.0, help="--presets: seconds the bare forward is timed")
+    p.add_argument("--rounds", type=int, default=2, help="--presets: interleaved rounds per preset (best of)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--encoder", default="mean-rgb", help=argparse.SUPPRESS)
     p.add_argument("--archive", default=None, help=argparse.SUPPRESS)
@@ -167,6 +253,9 @@ def main() -> None:
     if args.worker:
         args.method = args.worker
         _worker(args)
+        return
+    if args.presets is not None:
+        presets_main(args)
         return
     if args.quick:
         args.slides, args.size, args.cnn_slides = 2, 2048, 1
@@ -196,6 +285,69 @@ def main() -> None:
     steady = (r2["tiles"] - r1["tiles"]) / (r2["seconds"] - r1["seconds"])
     print(f"| slidegrid, steady state ({n2} - {n1} slides) | mean-rgb | {n2 - n1} | {r2['tiles'] - r1['tiles']} | "
           f"{steady:.1f} | - | {steady / limit:.2f}x |")
+
+
+# ViT-S/B presets (issue 12's CPU rows), in this order where registered.
+SMALL_PRESETS = ("kaiko-vits16", "lunit-vits8", "h0-mini", "phikon")
+
+
+def presets_main(args: argparse.Namespace) -> None:
+    """One row per preset: the bare forward against `run_encode` on k and 2k slides (module docstring)."""
+    from slidegrid.encoders.preset import find_preset
+
+    names = args.presets or [n for n in SMALL_PRESETS if find_preset(n)] or ["uni"]
+    if args.quick:
+        names, args.preset_slides, args.target_s, args.bare_s, args.rounds = names[:1], 3, 0.0, 2.0, 1
+    presets = [find_preset(n) for n in names]
+    if None in presets:
+        raise SystemExit(f"unknown preset(s): {', '.join(n for n, p in zip(names, presets) if p is None)}")
+    rows = []
+    with tempfile.TemporaryDirectory() as d:
+        print(f"writing {args.preset_slides} synthetic slides of {args.preset_size}x{args.preset_size} px ...",
+              flush=True)
+        for i in range(args.preset_slides):
+            write_synthetic_slide(os.path.join(d, f"p{i:03d}.tiff"), SyntheticSpec(
+                width=args.preset_size, height=args.preset_size, seed=i, n_tumours=i % 2))
+        uris = [r.uri for r in list_archive(d)]
+        per_slide = [len(x) for _, x, _ in _plan(uris, GridSpec(tile_size=args.tile_size))]
+        for p in presets:
+            # Interleaved rounds (bare, then slidegrid), best of each: load from other jobs on a shared machine
+            # only ever slows a measurement down.
+            bares, runs, k = [], [], 0
+            for rnd in range(args.rounds):
+                print(f"measuring {p.name}: round {rnd + 1}, bare forward ...", flush=True)
+                bares.append(measure("bare", p.name, d, min(2, len(uris)), args))
+                if not k:  # slides for about target_s seconds of model time at the bare rate, at least 3
+                    tiles = 0
+                    while k < len(uris) and (k < min(3, len(uris)) or tiles < bares[0]["tiles_per_s"] * args.target_s):
+                        tiles += per_slide[k]
+                        k += 1
+                print(f"measuring {p.name}: round {rnd + 1}, slidegrid on {k} slides ...", flush=True)
+                runs.append(measure("slidegrid", p.name, d, k, args))
+            rates = [b["tiles_per_s"] for b in bares]
+            bare = {"tiles_per_s": max(rates), "range": f"{min(rates):.1f}-{max(rates):.1f}",
+                    "cpu_per_tile": min(b["cpu_s"] / b["tiles"] for b in bares)}
+            run = min(runs, key=lambda r: r["seconds"])
+            steady = max(r["steady_tiles"] / r["steady_s"] for r in runs)
+            cpu = min(r["steady_cpu_s"] / r["steady_tiles"] for r in runs)
+            rows.append((p, k, bare, run, steady, cpu))
+    print(f"\n{CORES} cores (CPU), tiles {args.tile_size}px at 0.5 mpp, synthetic {args.preset_size}x{args.preset_size}"
+          f" slides, batch {args.batch_size}, random weights, best of {args.rounds} interleaved round(s)\n")
+    print("| preset | architecture | params (M) | slides / tiles | bare forward tiles/s | slidegrid tiles/s, whole "
+          "run | slidegrid tiles/s, steady state | steady / bare | CPU ms per tile, bare / slidegrid steady | "
+          "CPU per tile, bare / slidegrid |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for p, k, bare, run, steady, cpu in rows:
+        print(f"| {p.name} | {p.arch} | {p.params_m:g} | {k} / {run['tiles']} | {bare['tiles_per_s']:.1f} "
+              f"({bare['range']}) | {run['tiles_per_s']:.1f} | {steady:.1f} | {steady / bare['tiles_per_s']:.2f}x | "
+              f"{bare['cpu_per_tile'] * 1000:.0f} / {cpu * 1000:.0f} | {bare['cpu_per_tile'] / cpu:.2f}x |")
+    print("\nbare forward: the best round (all rounds' range in brackets). Whole run: tiles / wall time of "
+          "`run_encode` from a running Ray (planning, actor start and model build included). Steady state: tiles "
+          "the encoder actor embedded after its first batch / time from the end of its first batch to the end of its "
+          "last (actor start, model build, the first plan and the last grid writes left out). "
+          "CPU per tile: user + system seconds of the bare loop's process, and of the whole slidegrid process tree "
+          "(driver, raylet, GCS, Ray workers: decode, model, grid writing) in the steady-state window, per tile: "
+          "what a tile costs whatever else runs on the machine (wall-time rates move with a shared machine's load).")
 
 
 if __name__ == "__main__":
