@@ -35,7 +35,8 @@ def text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def _positive(value: Any) -> float | None:
+def positive(value: Any) -> float | None:
+    """`value` as a finite positive float, else None (zero, 0/0, text, NaN are no value)."""
     try:
         v = float(value)
     except (TypeError, ValueError, ZeroDivisionError):
@@ -47,7 +48,7 @@ def _aperio(desc: str) -> tuple[float, float] | None:
     if not desc.startswith("Aperio"):
         return None
     m = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", desc)
-    v = _positive(m.group(1)) if m else None
+    v = positive(m.group(1)) if m else None
     return (v, v) if v else None
 
 
@@ -58,13 +59,13 @@ def _philips(desc: str) -> tuple[float, float] | None:
     m = re.search(r'Name="DICOM_PIXEL_SPACING"[^>]*>\s*"?([0-9.eE+-]+)"?\s+"?([0-9.eE+-]+)"?', desc)
     if not m:
         return None
-    row, col = _positive(m.group(1)), _positive(m.group(2))
+    row, col = positive(m.group(1)), positive(m.group(2))
     return (col * 1000, row * 1000) if row and col else None
 
 
 def _ventana(xmp: str) -> tuple[float, float] | None:
     m = re.search(r'ScanRes\s*=\s*"([0-9.eE+-]+)"', xmp)
-    v = _positive(m.group(1)) if m else None
+    v = positive(m.group(1)) if m else None
     return (v, v) if v else None
 
 
@@ -79,7 +80,7 @@ def _ome(desc: str) -> tuple[float, float] | None:
         if el.tag.endswith("}Pixels") or el.tag == "Pixels":
             sizes = []
             for axis in ("X", "Y"):
-                v = _positive(el.get(f"PhysicalSize{axis}"))
+                v = positive(el.get(f"PhysicalSize{axis}"))
                 unit = _OME_UNITS.get(el.get(f"PhysicalSize{axis}Unit", "µm"))
                 sizes.append(v * unit if v and unit else None)
             if sizes[0] and sizes[1]:
@@ -102,7 +103,7 @@ def _tiff_tags(page: Any) -> tuple[float, float] | None:
             res = num / den if den else None
         else:
             res = raw
-        res = _positive(res)
+        res = positive(res)
         if res is None:
             return None
         out.append(factor / res)

@@ -5,21 +5,11 @@ DICOM WSI, and every TIFF-family format it shares with tiffslide. OpenSlide open
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
 import numpy as np
 
 from ..errors import SlideError
 from .base import PixelSize, Reader, composite_on_white, damaged
-
-
-def _positive(value: Any) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) and v > 0 else None
+from .metadata import positive
 
 
 class OpenSlideReader(Reader):
@@ -45,9 +35,9 @@ class OpenSlideReader(Reader):
         w0, h0 = self.level_dimensions[0]
         self._scale = [(w0 / w, h0 / h) for w, h in self.level_dimensions]
         self.vendor = props.get("openslide.vendor")
-        self.objective_power = _positive(props.get("openslide.objective-power"))
+        self.objective_power = positive(props.get("openslide.objective-power"))
         if pixel_size is None:
-            mx, my = _positive(props.get("openslide.mpp-x")), _positive(props.get("openslide.mpp-y"))
+            mx, my = positive(props.get("openslide.mpp-x")), positive(props.get("openslide.mpp-y"))
             pixel_size = PixelSize(mx, my, "metadata:openslide") if mx and my else PixelSize(None, None, "missing")
         self.pixel_size = pixel_size
 
