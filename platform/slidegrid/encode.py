@@ -1,7 +1,8 @@
 """The encoding job: a slide archive → one grid of tile embeddings per slide, as one Ray Data stream.
 
     slides ─► plan (tissue mask + tile grid, CPU task per slide) ─► read (decode tile runs, CPU tasks)
-           ─► encoder actor pool (GPU or CPU) ─► driver: assemble per slide ─► atomic grid file + manifest
+           ─► encoder actor pool (GPU or CPU), rows staged by the actors ─► commit task per slide: atomic grid
+              file ─► manifest (the driver only coordinates: stream/pipeline.py)
 
 NIC §2 (papers/nic-neural-image-compression.txt) and the attention paper's "Grid-based Feature Extraction":
 a slide becomes an (H, W, C) grid whose cells keep their spatial arrangement. Slides are independent units:
@@ -17,8 +18,8 @@ import math
 import os
 import time
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,13 +28,13 @@ from . import __version__
 from .archive import SlideRecord, scan_archive
 from .encoders import EncoderSpec, build_encoder
 from .encoders.preset import find_preset
-from .errors import ConfigError, SlidegridError, error_text
+from .errors import ConfigError, error_text
 from .grids import grid_table, grid_uri, read_grid_meta, write_grid
 from .manifest import STATUSES, ManifestWriter, SlideResult
-from .placement import OVERRIDE_HELP, ClusterShape, Watchdog, plan_pool
+from .placement import PoolPlan
 from .readers import check_reader
 from .slides import open_slide_cached
-from .storage import is_remote
+from .stream import StreamSpec, done_slides, list_names, remove_stale_temporaries, retry_once, run_stream
 from .tiling import GridSpec, tile_grid
 from .tissue import TissueConfig, tissue_mask
 
@@ -142,20 +143,6 @@ def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
 
 # -- stage 1: plan (one CPU task per slide) -------------------------------------------------------
 
-def _retry_once(fn, *args):
-    """Run fn; on an unexpected error (a dropped connection, a worker shutting down) re-open and try again.
-
-    A SlidegridError is the slide's own fault (corrupt, no mpp, not found) and is not retried.
-    """
-    try:
-        return fn(*args)
-    except SlidegridError:
-        raise
-    except Exception:
-        open_slide_cached.cache_clear()
-        return fn(*args)
-
-
 def _plan(uri: str, opts: str, mpp_override: float | None, config: EncodeConfig):
     slide = open_slide_cached(uri, opts, mpp_override, config.reader)
     mask = tissue_mask(slide, config.tissue)
@@ -178,7 +165,7 @@ def plan_slide(rec: dict, config: EncodeConfig, digest: str, shash: str) -> list
     meta: dict[str, Any] = {"slide_id": sid, "source_uri": uri, "plan_started": t0}
     opts = json.dumps(dict(config.storage_options), sort_keys=True)
     try:
-        slide, mask, grid = _retry_once(_plan, uri, opts, mpp_override, config)
+        slide, mask, grid = retry_once(_plan, uri, opts, mpp_override, config)
     except Exception as exc:  # one bad slide never stops the archive
         return [_marker(sid, uri, "failed", error_text(exc), meta)]
     meta.update({
@@ -247,7 +234,7 @@ def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, 
             try:
                 override = float(batch["mpp_override"][i])
                 mpp = None if math.isnan(override) else override
-                images = _retry_once(_read_cached, uri, opts, mpp, cols, config.grid_spec, config.reader)
+                images = retry_once(_read_cached, uri, opts, mpp, cols, config.grid_spec, config.reader)
             except Exception as exc:
                 status, error = "failed", error_text(exc)
         if status != "ok" or not len(idx):
@@ -292,31 +279,17 @@ class EncodeActor:
         return batch
 
 
-# -- stage 4: the driver assembles grids ----------------------------------------------------------
+# -- stage 4: a commit task writes the slide's grid --------------------------------------------------
 
-class _SlideBuffer:
-    """Tiles of one slide as they arrive (in any order, duplicates harmless) until all are in."""
-
-    def __init__(self, n: int, dim: int, dtype: np.dtype) -> None:
-        self.embedding = np.zeros((n, dim), dtype)
-        self.cols = {k: np.zeros(n, np.int64) for k in ("row", "col", "x", "y")}
-        self.tissue = np.zeros(n, np.float32)
-        self.filled = np.zeros(n, bool)
-        self.meta: dict[str, Any] | None = None
-
-    def add(self, idx: np.ndarray, batch: dict[str, np.ndarray], rows: np.ndarray) -> None:
-        self.embedding[idx] = batch["embedding"][rows]
-        for k, v in self.cols.items():
-            v[idx] = batch[k][rows]
-        self.tissue[idx] = batch["tissue"][rows]
-        self.filled[idx] = True
-        for m in batch["meta"][rows]:
-            if m:
-                self.meta = json.loads(m)
-
-    @property
-    def complete(self) -> bool:
-        return self.meta is not None and bool(self.filled.all())
+def commit_grid(config: EncodeConfig, slide_id: str, meta: dict[str, Any],
+                columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Write one slide's grid from its staged rows (ordered by tile index), atomically; runs on a worker."""
+    meta = {k: v for k, v in meta.items() if k != "plan_started"}
+    emb = columns["embedding"]
+    meta.update({"n_tiles": int(len(emb)), "code_size": int(emb.shape[1])})
+    table = grid_table(columns["row"], columns["col"], columns["x"], columns["y"], columns["tissue"], emb, meta)
+    write_grid(grid_uri(config.out, slide_id), table, config.storage_options)
+    return {"tiles": int(len(emb))}
 
 
 def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool, str | None]:
@@ -343,39 +316,12 @@ def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool, str | None]:
     return enc.dim, enc.weights_digest, enc.light, config.weights
 
 
-# Outcomes without a grid file that a re-run with the same settings reuses instead of planning again.
-_NO_TILES = ("skipped_no_tissue", "smaller_than_tile")
-
-
-def _done_slides(records: list[SlideRecord], config: EncodeConfig, shash: str,
-                 previous: dict[str, dict]) -> dict[str, SlideResult]:
-    """Slides whose outputs already exist with the same settings hash (checked concurrently)."""
-    if config.overwrite:
-        return {}
-
-    def check(rec: SlideRecord) -> SlideResult | None:
-        prev = previous.get(rec.slide_id)
-        if prev and prev.get("status") in _NO_TILES and prev.get("settings_hash") == shash:
-            return SlideResult(rec.slide_id, rec.uri, prev["status"], 0, 0.0, prev.get("error") or "", shash,
-                               reused=True)
-        meta = read_grid_meta(grid_uri(config.out, rec.slide_id), config.storage_options)
-        if meta and meta.get("settings_hash") == shash:
-            return SlideResult(rec.slide_id, rec.uri, "ok", int(meta.get("n_tiles", 0)), 0.0, "", shash,
-                               reused=True)
-        return None
-
-    with ThreadPoolExecutor(16) as pool:
-        found = pool.map(check, records)
-    return {r.slide_id: r for r in found if r is not None}
-
-
-def _remove_stale_temporaries(out: str) -> None:
-    """Delete hidden temporary files a killed run left in a local grid store (object stores have none)."""
-    if is_remote(out) or not os.path.isdir(out):
-        return
-    for name in os.listdir(out):
-        if name.startswith(".") and name.endswith(".tmp"):
-            os.remove(os.path.join(out, name))
+def _verify_grid(config: EncodeConfig, shash: str, rec: SlideRecord) -> SlideResult | None:
+    """A grid file the manifest does not vouch for: done when its footer has this run's settings hash."""
+    meta = read_grid_meta(grid_uri(config.out, rec.slide_id), config.storage_options)
+    if meta and meta.get("settings_hash") == shash:
+        return SlideResult(rec.slide_id, rec.uri, "ok", int(meta.get("n_tiles", 0)), 0.0, "", shash, reused=True)
+    return None
 
 
 @dataclass
@@ -395,32 +341,28 @@ class EncodeReport:
 
 def run_encode(config: EncodeConfig) -> EncodeReport:
     """Encode every slide of `config.input` into `config.out`; returns one result per slide."""
-    import ray
-
-    from .runtime import init_ray
-
     dim, digest, light, weights = _probe_encoder(config)
     listing = scan_archive(config.input, config.storage_options)
     records = listing.records
     shash = settings_hash(config, digest)
-    _remove_stale_temporaries(config.out)
+    remove_stale_temporaries(config.out)
     writer = ManifestWriter(config.out, config.storage_options)
     # Files of the archive that are not slides get a manifest row saying why, so none vanishes unexplained.
     for f in listing.skipped:
         writer.add(SlideResult(f.name, f.uri, "skipped_not_a_slide", 0, 0.0, f.reason, shash))
-    done = _done_slides(records, config, shash, writer.previous())
+    done = {} if config.overwrite else done_slides(
+        records, shash, writer.previous(), list_names(config.out, config.storage_options),
+        lambda sid: os.path.basename(grid_uri(config.out, sid)), partial(_verify_grid, config, shash))
     todo = [r for r in records if r.slide_id not in done]
     for r in done.values():
         writer.add(r)
     log.info("%d slides: %d to encode, %d already done; %d files not slides", len(records), len(todo), len(done),
              len(listing.skipped))
-    t0 = time.time()
-    tiles = 0
+    tiles, elapsed = 0, 0.0
     if todo:
-        init_ray()
-        tiles = _stream(config, todo, dim, digest, light, shash, writer, ray, weights)
+        result = run_stream(_stream_spec(config, dim, digest, light, shash, weights), todo, writer)
+        tiles, elapsed = result.tiles, result.seconds
     writer.flush()
-    elapsed = time.time() - t0
     report = EncodeReport(writer.results(), tiles, elapsed)
     if config.mlflow:
         from .train.tracking import log_encode_run
@@ -429,101 +371,23 @@ def run_encode(config: EncodeConfig) -> EncodeReport:
     return report
 
 
-def _unfused() -> dict[str, Any]:
-    """Remote args of the decode tasks. Its mere presence stops Ray Data from fusing decode into the encoder
-    actors when both ask for the same resources (CPU encoders): fused, decode and inference would take turns
-    in one process instead of overlapping."""
-    return {}
+def _stream_spec(config: EncodeConfig, dim: int, digest: str, light: bool, shash: str,
+                 weights: str | None) -> StreamSpec:
+    """The encode job on the slide-stream skeleton. `weights`: what the actors load (the probe's resolution of
+    config.weights: a preset's local file, never a download)."""
 
+    def actor_kwargs(place: PoolPlan) -> dict[str, Any]:
+        return {"spec": EncoderSpec(config.encoder, weights, place.device, config.amp, config.torch_compile),
+                "dtype": config.dtype, "torch_threads": place.torch_threads, "batch_size": config.batch_size,
+                "tile_size": config.grid_spec.tile_size}
 
-def _stream(config: EncodeConfig, todo: list[SlideRecord], dim: int, digest: str, light: bool, shash: str,
-            writer: ManifestWriter, ray, weights: str | None) -> int:
-    """Run the Ray Data pipeline and write grids as slides complete; returns tiles encoded. `weights`: what the
-    actors load (the probe's resolution of config.weights: a preset's local file, never a download)."""
-    from tqdm import tqdm
-
-    place = plan_pool(ClusterShape.current(), actors=config.actors, light=light, data_cpus=config.data_cpus)
-    log.info("placement: %s", place.describe())
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = config.progress
-    ctx.execution_options.preserve_order = False
-    items = [{"slide_id": r.slide_id, "uri": r.uri, "mpp": r.mpp} for r in todo]
-    ds = (
-        ray.data.from_items(items, override_num_blocks=min(len(items), 1000))
-        .flat_map(plan_slide, fn_kwargs={"config": config, "digest": digest, "shash": shash},
-                  num_cpus=place.read_cpus)
-        .map_batches(read_chunk, fn_kwargs={"config": config}, batch_size=1, batch_format="numpy",
-                     num_cpus=place.read_cpus, ray_remote_args_fn=_unfused)
-        .map_batches(
-            EncodeActor,
-            fn_constructor_kwargs={"spec": EncoderSpec(config.encoder, weights, place.device, config.amp,
-                                                       config.torch_compile),
-                                   "dtype": config.dtype, "torch_threads": place.torch_threads,
-                                   "batch_size": config.batch_size, "tile_size": config.grid_spec.tile_size},
-            batch_size=AUTO_BATCH[place.device] if config.batch_size == "auto" else config.batch_size,
-            batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors,
-                                               max_tasks_in_flight_per_actor=2),
-            # Ray Data restarts pool actors on node loss by itself (max_restarts=-1).
-            num_gpus=place.num_gpus, num_cpus=place.num_cpus,
-        )
-    )
-    buffers: dict[str, _SlideBuffer] = {}
-    first_seen: dict[str, float] = {}
-    failed: set[str] = set()
-    tiles = 0
-    bar = tqdm(total=len(todo), desc="slides", unit="slide", disable=not config.progress)
-    with Watchdog("encode", OVERRIDE_HELP) as watchdog:
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                watchdog.tick()
-                for sid in np.unique(batch["slide_id"]):
-                    rows = np.flatnonzero(batch["slide_id"] == sid)
-                    sid = str(sid)
-                    if sid in failed or writer.has(sid):
-                        continue
-                    first_seen.setdefault(sid, time.time())
-                    status = batch["status"][rows]
-                    if (status != "ok").any() or (batch["index"][rows] < 0).any():
-                        bad = rows[np.argmax(status != "ok")] if (status != "ok").any() else rows[0]
-                        st = str(batch["status"][bad])
-                        meta = json.loads(batch["meta"][bad]) if batch["meta"][bad] else {}
-                        writer.add(SlideResult(sid, meta.get("source_uri", ""), st, 0,
-                                               _seconds(meta, first_seen[sid]), str(batch["error"][bad]), shash))
-                        if st == "failed":
-                            failed.add(sid)
-                        buffers.pop(sid, None)
-                        bar.update(1)
-                        continue
-                    buf = buffers.get(sid)
-                    if buf is None:
-                        buf = buffers[sid] = _SlideBuffer(int(batch["n_tiles"][rows[0]]), dim, np.dtype(config.dtype))
-                    buf.add(batch["index"][rows], batch, rows)
-                    if buf.complete:
-                        tiles += _finish(config, buffers.pop(sid), writer, shash, first_seen[sid])
-                        bar.update(1)
-        finally:
-            bar.close()
-            writer.flush()
-    return tiles
-
-
-def _seconds(meta: Mapping[str, Any], first_seen: float) -> float:
-    return round(time.time() - float(meta.get("plan_started", first_seen)), 3)
-
-
-def _finish(config: EncodeConfig, buf: _SlideBuffer, writer: ManifestWriter, shash: str, first: float) -> int:
-    """Write a complete slide's grid atomically and record it in the manifest."""
-    meta = dict(buf.meta or {})
-    meta.update({"n_tiles": int(len(buf.filled)), "code_size": int(buf.embedding.shape[1])})
-    meta.pop("plan_started", None)
-    sid = meta["slide_id"]
-    table = grid_table(buf.cols["row"], buf.cols["col"], buf.cols["x"], buf.cols["y"], buf.tissue,
-                       buf.embedding, meta)
-    write_grid(grid_uri(config.out, sid), table, config.storage_options)
-    writer.add(SlideResult(sid, meta["source_uri"], "ok", len(buf.filled), _seconds(buf.meta or {}, first), "",
-                           shash))
-    return len(buf.filled)
+    return StreamSpec(
+        name="encode", out=config.out, plan=plan_slide, plan_kwargs={"config": config, "digest": digest, "shash": shash},
+        read=read_chunk, read_kwargs={"config": config}, read_batch=1, actor=EncodeActor, actor_kwargs=actor_kwargs,
+        actor_batch=lambda place: AUTO_BATCH[place.device] if config.batch_size == "auto" else int(config.batch_size),
+        payload=("row", "col", "x", "y", "tissue", "embedding"), commit=partial(commit_grid, config), shash=shash,
+        storage_options=dict(config.storage_options), actors=config.actors, data_cpus=config.data_cpus, light=light,
+        progress=config.progress)
 
 
 def summarize(results: list[SlideResult]) -> dict[str, int]:

@@ -5,7 +5,8 @@
            ─► read tiles (CPU tasks; concentric multi-mpp tiles for MRN members)
            ─► ensemble actors: TTA per member, ensemble mean, aleatoric (Eq. 4) and epistemic (Eq. 5) variance,
               maps down-scaled to the heatmap resolution
-           ─► driver: overlapping tiles averaged (uniform / Gaussian) into per-slide heatmaps ─► outputs
+              (rows staged by the actors; the driver only coordinates: stream/pipeline.py)
+           ─► commit task per slide: overlapping tiles averaged (uniform / Gaussian) into heatmaps ─► outputs
 
 Inference tiles are larger than the training patches (default 4x: 1024 vs 256) and overlap by 50 %, the
 paper's choices against tile seams. Per slide, under OUT/<slide_id>/: heatmap.tif (pyramidal, tumour
@@ -27,18 +28,19 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from .archive import SlideRecord, list_archive
+from .archive import scan_archive
 from .errors import ConfigError, error_text
 from .manifest import ManifestWriter, SlideResult
-from .placement import OVERRIDE_HELP, ClusterShape, Watchdog, plan_pool
 from .readers import check_reader
 from .slides import open_slide_cached
 from .stitching import WEIGHTINGS, HeatmapAccumulator, tile_positions
 from .storage import atomic_write, filesystem, join
+from .stream import StreamSpec, done_slides, list_names, remove_stale_temporaries, retry_once, run_stream
 from .tiling import read_concentric, tissue_fraction
 from .tissue import TissueConfig, tissue_mask, tissue_mask_from_rgb
 
@@ -138,10 +140,11 @@ def _marker(sid: str, uri: str, status: str, error: str) -> dict[str, Any]:
 
 def plan_slide(rec: Mapping[str, Any], config: SegmentConfig, geometry: Geometry) -> list[dict[str, Any]]:
     """One row per tissue tile (top-left in model px); a failure or an empty slide is one marker row."""
+    t0 = time.time()
     sid, uri = str(rec["slide_id"]), str(rec["uri"])
     override = _override(rec.get("mpp")) or config.mpp_override
     try:
-        slide = open_slide_cached(uri, json.dumps(dict(config.storage_options), sort_keys=True), override, config.reader)
+        slide = retry_once(open_slide_cached, uri, json.dumps(dict(config.storage_options), sort_keys=True), override, config.reader)
         if not slide.square:
             # Heatmaps, stitching and GeoJSON here are square-pixel images of the slide: refuse, never skew.
             raise ConfigError(uri, "non-square pixels ({:.4g} x {:.4g} µm/px): segment needs square pixels; "
@@ -156,7 +159,8 @@ def plan_slide(rec: Mapping[str, Any], config: SegmentConfig, geometry: Geometry
         return [_marker(sid, uri, "failed", error_text(exc))]
     if not len(pos):
         return [_marker(sid, uri, "skipped_no_tissue", "")]
-    meta = json.dumps({"slide_mpp": slide.mpp, "dimensions": list(slide.info.dimensions), "started": time.time()})
+    meta = json.dumps({"slide_mpp": slide.mpp, "dimensions": list(slide.info.dimensions), "uri": uri,
+                       "mpp_override": override, "plan_started": t0})
     return [{"slide_id": sid, "uri": uri, "mpp_override": override or np.nan, "status": "ok", "error": "",
              "n_tiles": len(pos), "index": i, "px": int(px), "py": int(py), "meta": meta}
             for i, (px, py) in enumerate(pos)]
@@ -174,8 +178,8 @@ def read_batch(batch: dict[str, np.ndarray], config: SegmentConfig, geometry: Ge
         if batch["index"][i] < 0:
             continue
         try:
-            slide = open_slide_cached(str(batch["uri"][i]), opts, _override(float(batch["mpp_override"][i])),
-                                      config.reader)
+            slide = retry_once(open_slide_cached, str(batch["uri"][i]), opts,
+                               _override(float(batch["mpp_override"][i])), config.reader)
             half0 = t * geometry.mpps[0] / slide.mpp / 2
             scale = geometry.mpps[0] / slide.mpp
             cx, cy = batch["px"][i] * scale + half0, batch["py"][i] * scale + half0
@@ -226,10 +230,10 @@ class SegmentActor:
         return batch
 
 
-# -- stage 4: the driver stitches and writes ----------------------------------------------------------
+# -- stage 4: a commit task stitches and writes ------------------------------------------------------
 
 class SlideStitcher:
-    """A slide's tiles as they arrive (any order) averaged into (3, H, W) maps at the heatmap resolution."""
+    """A slide's tiles averaged into (3, H, W) maps at the heatmap resolution."""
 
     def __init__(self, n_tiles: int, shape: tuple[int, int], factor: int, weighting: str,
                  meta: Mapping[str, Any] | None = None) -> None:
@@ -239,8 +243,8 @@ class SlideStitcher:
         self.meta = dict(meta or {})
 
     def add(self, index: int, px: int, py: int, maps: np.ndarray) -> None:
-        """One tile's maps; its top-left (px, py) is in model px."""
-        if not self.seen[index]:  # a re-executed block may deliver a tile twice: count it once
+        """One tile's maps; its top-left (px, py) is in model px. A tile given twice counts once."""
+        if not self.seen[index]:
             self.acc.add(px / self.factor, py / self.factor, maps)
             self.seen[index] = True
 
@@ -248,6 +252,18 @@ class SlideStitcher:
     def complete(self) -> bool:
         """Whether every planned tile has arrived."""
         return bool(self.seen.all())
+
+
+def commit_outputs(config: SegmentConfig, geometry: Geometry, slide_id: str, meta: dict[str, Any],
+                 columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    """Stitch one slide's staged tile maps (ordered by tile index) and write its outputs; runs on a worker."""
+    n = len(columns["index"])
+    shape = heatmap_shape(tuple(meta["dimensions"]), meta["slide_mpp"], max(config.heatmap_mpp, meta["slide_mpp"]))
+    st = SlideStitcher(n, shape, geometry.factor, config.weighting, meta)
+    for i in range(n):
+        st.add(int(columns["index"][i]), int(columns["px"][i]), int(columns["py"][i]), columns["maps"][i])
+    features = write_outputs(config, slide_id, meta["uri"], st.acc.result(), meta, _override(meta["mpp_override"]))
+    return {"tiles": n, "features": features}
 
 
 def heatmap_shape(dimensions: tuple[int, int], slide_mpp: float, heatmap_mpp: float) -> tuple[int, int]:
@@ -347,10 +363,27 @@ def _write_features_table(config: SegmentConfig, rows: list[dict[str, Any]]) -> 
     return uri
 
 
+def _previous_features(config: SegmentConfig, done: Mapping[str, SlideResult]) -> dict[str, dict[str, Any]]:
+    """Features of slides done earlier: OUT/features.csv (one read), and features.json only for done slides
+    missing there."""
+    fs, path = filesystem(join(config.out, "features.csv"), config.storage_options)
+    try:
+        with fs.open(path, "r") as f:
+            rows = {r["slide_id"]: r for r in csv.DictReader(f)}
+    except FileNotFoundError:
+        rows = {}
+    out = {}
+    for sid, res in done.items():
+        found = rows.get(sid) if res.status == "ok" else None
+        found = found or (_read_features(config, sid) if res.status == "ok" else None)
+        if found is not None:
+            out[sid] = found
+    return out
+
+
 def run_segment(config: SegmentConfig, ensemble=None) -> SegmentReport:
     """Segment every slide of `config.input` into `config.out` (an already loaded `ensemble` skips loading)."""
     from .models.seg_ensemble import load_ensemble
-    from .runtime import init_ray
 
     if ensemble is None:
         ensemble = load_ensemble(config.model, config.tracking_uri)
@@ -358,98 +391,33 @@ def run_segment(config: SegmentConfig, ensemble=None) -> SegmentReport:
         ensemble = ensemble.subset(config.members)
     geometry = resolve_geometry(config, ensemble.spec, ensemble.multiple)
     shash = settings_hash(config, geometry)
-    records = list_archive(config.input, config.storage_options)
+    listing = scan_archive(config.input, config.storage_options)
+    remove_stale_temporaries(config.out)
     writer = ManifestWriter(config.out, config.storage_options)
-    previous = writer.previous()
-    features: dict[str, dict[str, Any]] = {}
-    todo: list[SlideRecord] = []
-    for r in records:
-        prev = previous.get(r.slide_id) or {}
-        done = None if config.overwrite or prev.get("settings_hash") != shash else prev.get("status")
-        found = _read_features(config, r.slide_id) if done == "ok" else None
-        if found is not None or done == "skipped_no_tissue":
-            writer.add(SlideResult(r.slide_id, r.uri, str(done), int(prev.get("tiles") or 0), 0.0, "", shash, True))
-            if found is not None:
-                features[r.slide_id] = found
-        else:
-            todo.append(r)
+    for f in listing.skipped:
+        writer.add(SlideResult(f.name, f.uri, "skipped_not_a_slide", 0, 0.0, f.reason, shash))
+    # A slide's outputs are its folder; features.json, written last, is what makes it whole.
+    done = {} if config.overwrite else done_slides(listing.records, shash, writer.previous(),
+                                                   list_names(config.out, config.storage_options), lambda sid: sid)
+    features = _previous_features(config, done)
+    done = {sid: r for sid, r in done.items() if r.status != "ok" or sid in features}
+    todo = [r for r in listing.records if r.slide_id not in done]
+    for r in done.values():
+        writer.add(r)
+    tiles, seconds = 0, 0.0
     if todo:
-        init_ray()
-    t0 = time.time()  # after Ray's start: the pipeline's throughput, not the cluster's boot
-    tiles = _stream(config, todo, ensemble, geometry, shash, writer, features) if todo else 0
+        spec = StreamSpec(
+            name="segment", out=config.out, plan=plan_slide, plan_kwargs={"config": config, "geometry": geometry},
+            read=read_batch, read_kwargs={"config": config, "geometry": geometry}, read_batch=config.batch_size,
+            actor=SegmentActor,
+            actor_kwargs=lambda place: {"ensemble": ensemble, "tta": config.tta, "factor": geometry.factor,
+                                        "torch_threads": place.torch_threads},
+            actor_batch=lambda place: config.batch_size, payload=("px", "py", "maps"),
+            commit=partial(commit_outputs, config, geometry), shash=shash, storage_options=dict(config.storage_options),
+            actors=config.actors, data_cpus=config.data_cpus, progress=config.progress)
+        result = run_stream(spec, todo, writer)
+        tiles, seconds = result.tiles, result.seconds
+        features.update({sid: extra["features"] for sid, extra in result.extras.items()})
     writer.flush()
-    seconds = time.time() - t0
     table = _write_features_table(config, list(features.values()))
     return SegmentReport(writer.results(), tiles, seconds, geometry.tile, len(geometry.mpps), table)
-
-
-def _stream(config: SegmentConfig, todo: list[SlideRecord], ensemble, geometry: Geometry, shash: str,
-            writer: ManifestWriter, features: dict[str, dict[str, Any]]) -> int:
-    """Run the Ray Data pipeline; stitch and write slides as their last tile arrives; returns tiles done."""
-    import ray
-    from tqdm import tqdm
-
-    place = plan_pool(ClusterShape.current(), actors=config.actors, data_cpus=config.data_cpus)
-    log.info("placement: %s", place.describe())
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = config.progress
-    ctx.execution_options.preserve_order = False
-    items = [{"slide_id": r.slide_id, "uri": r.uri, "mpp": r.mpp} for r in todo]
-    ds = (ray.data.from_items(items, override_num_blocks=len(items))
-          .flat_map(plan_slide, fn_kwargs={"config": config, "geometry": geometry}, num_cpus=place.read_cpus)
-          .map_batches(read_batch, fn_kwargs={"config": config, "geometry": geometry}, batch_size=config.batch_size,
-                       batch_format="numpy", num_cpus=place.read_cpus)
-          .map_batches(SegmentActor,
-                       fn_constructor_kwargs={"ensemble": ensemble, "tta": config.tta, "factor": geometry.factor,
-                                              "torch_threads": place.torch_threads},
-                       batch_size=config.batch_size, batch_format="numpy",
-                       compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors,
-                                                          max_tasks_in_flight_per_actor=2),
-                       num_gpus=place.num_gpus, num_cpus=place.num_cpus))
-    stitchers: dict[str, SlideStitcher] = {}
-    overrides: dict[str, float | None] = {}
-    started: dict[str, float] = {}
-    tiles = 0
-    bar = tqdm(total=len(todo), desc="slides", unit="slide", disable=not config.progress)
-
-    def finish(sid: str, uri: str, status: str, n: int, error: str) -> None:
-        writer.add(SlideResult(sid, uri, status, n, round(time.time() - started.get(sid, time.time()), 3), error,
-                               shash))
-        stitchers.pop(sid, None)
-        bar.update(1)
-
-    uris = {r.slide_id: r.uri for r in todo}
-    with Watchdog("segment", OVERRIDE_HELP) as watchdog:
-        try:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                watchdog.tick()
-                for i in range(len(batch["slide_id"])):
-                    sid = str(batch["slide_id"][i])
-                    if writer.has(sid):
-                        continue
-                    started.setdefault(sid, time.time())
-                    if batch["status"][i] != "ok":
-                        finish(sid, uris[sid], str(batch["status"][i]), 0, str(batch["error"][i]))
-                        continue
-                    st = stitchers.get(sid)
-                    if st is None:
-                        meta = json.loads(batch["meta"][i])  # small, on every row: tiles arrive in any order
-                        overrides[sid] = _override(float(batch["mpp_override"][i]))
-                        shape = heatmap_shape(tuple(meta["dimensions"]), meta["slide_mpp"],
-                                              max(config.heatmap_mpp, meta["slide_mpp"]))
-                        st = stitchers[sid] = SlideStitcher(int(batch["n_tiles"][i]), shape, geometry.factor,
-                                                            config.weighting, meta)
-                    st.add(int(batch["index"][i]), int(batch["px"][i]), int(batch["py"][i]), batch["maps"][i])
-                    if st.complete:
-                        try:
-                            features[sid] = write_outputs(config, sid, uris[sid], st.acc.result(), st.meta, overrides[sid])
-                            finish(sid, uris[sid], "ok", len(st.seen), "")
-                            tiles += len(st.seen)
-                        except Exception as exc:
-                            finish(sid, uris[sid], "failed", 0, error_text(exc))
-            for sid in list(stitchers):  # defensive: a slide whose tiles did not all come back
-                finish(sid, uris[sid], "failed", 0, "not every tile came back from the pipeline")
-        finally:
-            bar.close()
-            writer.flush()
-    return tiles

@@ -117,11 +117,12 @@ def join(base: str, *parts: str) -> str:
 
 
 @contextmanager
-def atomic_write(uri: str, storage_options: Mapping[str, Any] | None = None) -> Iterator[Any]:
+def atomic_write(uri: str, storage_options: Mapping[str, Any] | None = None, durable: bool = True) -> Iterator[Any]:
     """Open `uri` for binary writing so readers see either nothing or the whole file.
 
-    Locally: write a hidden temporary sibling, fsync, then rename (atomic on POSIX).
-    On object stores a single PUT is already atomic, so the bytes are buffered and put once.
+    Locally: write a hidden temporary sibling, fsync (unless not `durable`: scratch files a crash may lose),
+    then rename (atomic on POSIX). On object stores one upload is already atomic (a single PUT, or a multipart
+    upload that appears whole when completed), so the bytes are buffered and put once.
     """
     fs, path = filesystem(uri, storage_options)
     if is_remote(uri):
@@ -137,8 +138,9 @@ def atomic_write(uri: str, storage_options: Mapping[str, Any] | None = None) -> 
     try:
         with open(tmp, "wb") as f:
             yield f
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
