@@ -165,15 +165,30 @@ def test_unknown_encoder_lists_choices(tmp_path):
 
 
 def test_s3_archive_to_s3_grids(tmp_path, ray_local, s3_bucket):
+    import boto3
     import s3fs
 
     archive = _archive(tmp_path, n=2, size=1024, corrupt=False, blank=False)
     fs = s3fs.S3FileSystem()
     for f in archive.iterdir():
         fs.put(str(f), f"{s3_bucket}/slides/{f.name}")
+    client = boto3.client("s3")
+    client.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
     out = f"s3://{s3_bucket}/grids"
     results = run_encode(_config(f"s3://{s3_bucket}/slides", out)).results
     assert sorted(r.status for r in results) == ["ok", "ok"], [r.error for r in results]
+    # Each grid was written once, by one single-part PUT (a multipart upload's ETag ends in -N); the staging
+    # parts the workers wrote are gone and no upload was left open.
+    versions = client.list_object_versions(Bucket=s3_bucket, Prefix="grids/")
+    grids = [v for v in versions["Versions"] if v["Key"].endswith(".parquet") and "/.staging/" not in v["Key"]]
+    assert sorted(v["Key"] for v in grids if v["Key"] != f"grids/{MANIFEST_NAME}") == ["grids/s0.parquet",
+                                                                                     "grids/s1.parquet"]
+    assert all("-" not in v["ETag"] for v in grids)
+    staged = [v["Key"] for v in versions["Versions"] if "/.staging/" in v["Key"]]
+    assert staged, "the workers staged no parts on S3"
+    left = client.list_objects_v2(Bucket=s3_bucket, Prefix="grids/.staging/").get("Contents")
+    assert not left, f"staging objects were left on S3: {left}"
+    assert not client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads")
     local = run_encode(_config(archive, tmp_path / "local")).results
     for r in local:
         a, b = read_grid(grid_uri(out, r.slide_id)), read_grid(grid_uri(str(tmp_path / "local"), r.slide_id))

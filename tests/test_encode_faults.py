@@ -17,6 +17,7 @@ from _scenarios import run_scenario
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.grids import MANIFEST_NAME, grid_uri, read_grid
 from slidegrid.manifest import read_manifest
+from slidegrid.stream.staging import STAGING
 from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,13 +70,15 @@ def test_killed_driver_then_rerun_finishes_each_slide_once(archive, clean, tmp_p
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    staged = str(out / STAGING / "*" / "*.npz")
     deadline = time.time() + 300
-    while time.time() < deadline and not glob.glob(str(out / "f*.parquet")):
-        time.sleep(0.05)
+    while time.time() < deadline and not (glob.glob(str(out / "f*.parquet")) and glob.glob(staged)):
+        time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray die together, like a lost laptop
     proc.wait()
     first = {os.path.basename(p) for p in glob.glob(str(out / "f*.parquet"))}
     assert 0 < len(first) < 6, f"kill did not land mid-run: {first}"
+    assert glob.glob(staged), "the killed run left no staged parts: the test proved nothing about their clean-up"
     for p in glob.glob(str(out / "f*.parquet")):  # whatever is under a final name is a whole grid
         read_grid(p)
     results = {r.slide_id: r for r in run_encode(EncodeConfig(input=str(archive), out=str(out), tile_size=TILE,
@@ -84,6 +87,7 @@ def test_killed_driver_then_rerun_finishes_each_slide_once(archive, clean, tmp_p
     assert all(r.status == "ok" for r in results.values())
     assert {f"{s}.parquet" for s, r in results.items() if r.reused} == first
     assert not glob.glob(str(out / ".*.tmp")), "temporary files of the killed run were left behind"
+    assert not os.path.exists(out / STAGING), "staged parts of the killed run were left behind"
     manifest = read_manifest(str(out / MANIFEST_NAME))
     assert sorted(manifest) == [f"f{i}" for i in range(6)]
     _same_grids(out, clean, list(manifest))

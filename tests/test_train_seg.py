@@ -46,10 +46,11 @@ def segmented(trained):
     with open(held_out, "a") as f:
         f.write("broken,slides/broken.tiff,0,0,,patient_x,0\n")
     seg = str(root / "seg")
-    code = main(["segment", held_out, "--model", "models:/slidegrid-seg-ensemble/1", "--out", seg,
-                 "--tracking-uri", f"sqlite:///{out}/mlflow/mlflow.db", "--tile-size", "128",
-                 "--heatmap-mpp", "4", "--batch-size", "8", "--no-progress"])
-    return root, seg, code
+    argv = ["segment", held_out, "--model", "models:/slidegrid-seg-ensemble/1", "--out", seg,
+            "--tracking-uri", f"sqlite:///{out}/mlflow/mlflow.db", "--tile-size", "128",
+            "--heatmap-mpp", "4", "--batch-size", "8", "--no-progress"]
+    code = main(argv)
+    return root, seg, code, argv
 
 
 def test_ensemble_members_are_tracked_and_registered_as_one_model(trained):
@@ -75,7 +76,7 @@ def test_held_out_slides_are_segmented_above_chance(segmented):
 
     from slidegrid.metrics import dice
 
-    root, seg, code = segmented
+    root, seg, code, _ = segmented
     assert code == 3  # the one bad file failed (exit code 3); the others went through
     for sid in ("slide_0000", "slide_0001"):
         prob = tifffile.imread(os.path.join(seg, sid, "heatmap.tif")).astype(np.float32) / 255
@@ -94,7 +95,7 @@ def test_segment_outputs_open_in_their_tools(segmented):
     from slidegrid.annotations import read_annotations
     from slidegrid.manifest import read_manifest
 
-    _, seg, _ = segmented
+    _, seg, _, _ = segmented
     d = os.path.join(seg, "slide_0000")
     with tifffile.TiffFile(os.path.join(d, "heatmap.tif")) as tif:
         page = tif.pages[0]
@@ -117,6 +118,22 @@ def test_segment_outputs_open_in_their_tools(segmented):
     assert all(rows[s]["tiles"] > 0 for s in ("slide_0000", "slide_0001"))
     with open(os.path.join(d, "features.json")) as f:
         assert json.load(f)["slide_id"] == "slide_0000"
+    assert not os.path.exists(os.path.join(seg, ".staging")), "the tile maps staged by the actors were left"
+
+
+def test_segment_rerun_reuses_done_slides_and_their_features(segmented):
+    import pandas as pd
+
+    from slidegrid.manifest import read_manifest
+
+    _, seg, _, argv = segmented
+    before = pd.read_csv(os.path.join(seg, "features.csv"))
+    stamp = os.path.getmtime(os.path.join(seg, "slide_0000", "heatmap.tif"))
+    assert main(argv) == 3  # the broken slide fails again; the two done slides are reused, not redone
+    rows = read_manifest(os.path.join(seg, "_manifest.parquet"))
+    assert rows["slide_0000"]["reused"] and rows["slide_0001"]["reused"] and not rows["broken"]["reused"]
+    assert os.path.getmtime(os.path.join(seg, "slide_0000", "heatmap.tif")) == stamp
+    pd.testing.assert_frame_equal(pd.read_csv(os.path.join(seg, "features.csv")), before)
 
 
 @pytest.mark.slow

@@ -34,7 +34,15 @@ from .manifest import STATUSES, ManifestWriter, SlideResult
 from .placement import PoolPlan
 from .readers import check_reader
 from .slides import open_slide_cached
-from .stream import StreamSpec, done_slides, list_names, remove_stale_temporaries, retry_once, run_stream
+from .stream import (
+    StreamResult,
+    StreamSpec,
+    done_slides,
+    list_names,
+    remove_stale_temporaries,
+    retry_once,
+    run_stream,
+)
 from .tiling import GridSpec, tile_grid
 from .tissue import TissueConfig, tissue_mask
 
@@ -332,6 +340,7 @@ class EncodeReport:
     tiles: int  # tiles encoded by this run (not counting slides done earlier)
     seconds: float
     mlflow_run_id: str | None = None
+    stream: StreamResult | None = None  # what the stream did (None when every slide was done before)
 
     @property
     def tiles_per_s(self) -> float:
@@ -358,12 +367,10 @@ def run_encode(config: EncodeConfig) -> EncodeReport:
         writer.add(r)
     log.info("%d slides: %d to encode, %d already done; %d files not slides", len(records), len(todo), len(done),
              len(listing.skipped))
-    tiles, elapsed = 0, 0.0
-    if todo:
-        result = run_stream(_stream_spec(config, dim, digest, light, shash, weights), todo, writer)
-        tiles, elapsed = result.tiles, result.seconds
+    stream = run_stream(_stream_spec(config, dim, digest, light, shash, weights), todo, writer) if todo else None
     writer.flush()
-    report = EncodeReport(writer.results(), tiles, elapsed)
+    tiles, elapsed = (stream.tiles, stream.seconds) if stream else (0, 0.0)
+    report = EncodeReport(writer.results(), tiles, elapsed, stream=stream)
     if config.mlflow:
         from .train.tracking import log_encode_run
 

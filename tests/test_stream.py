@@ -1,0 +1,119 @@
+"""The slide-stream skeleton (stream/): the model stage's workers write, the driver only coordinates; every
+slide committed once, whatever fails."""
+
+from __future__ import annotations
+
+import glob
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.errors import SlidegridError
+from slidegrid.grids import MANIFEST_NAME, grid_uri, read_grid, read_grid_meta
+from slidegrid.manifest import read_manifest
+from slidegrid.stream import done_slides
+from slidegrid.stream.pipeline import RECORD_COLUMNS, write_parts
+from slidegrid.stream.staging import STAGING, part_uri, read_parts
+from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+
+TILE = 128
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory):
+    root = tmp_path_factory.mktemp("stream")
+    for i in range(3):
+        write_synthetic_slide(str(root / f"s{i}.tiff"), SyntheticSpec(width=1536, height=1536, seed=70 + i))
+    return root
+
+
+def _config(archive, out, **kw):
+    return EncodeConfig(input=str(archive), out=str(out), tile_size=TILE, dtype="float32", mlflow=False,
+                        progress=False, **kw)
+
+
+def test_driver_receives_only_records(archive, tmp_path, ray_local):
+    from ray.util.annotations import RayDeprecationWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report = run_encode(_config(archive, tmp_path / "g"))
+    # No Ray API the pinned version deprecates (ray_remote_args_fn, **ray_remote_args: removed in Ray 2.64).
+    assert not [w for w in caught if issubclass(w.category, RayDeprecationWarning)]
+    assert [r.status for r in report.results] == ["ok"] * 3
+    stream = report.stream
+    # What reached the driver: one record per (batch, slide): ids, outcome, part name, tile indices. No embedding.
+    assert stream.driver_columns == set(RECORD_COLUMNS)
+    assert "embedding" not in stream.driver_columns and "image" not in stream.driver_columns
+    assert stream.tiles == report.tiles == sum(r.tiles for r in report.results) > 0
+    assert not os.path.exists(tmp_path / "g" / STAGING), "a successful run leaves no staging"
+    for r in report.results:  # the grids the commit tasks wrote: whole, ordered by tile index, right count
+        g = read_grid(grid_uri(str(tmp_path / "g"), r.slide_id))
+        assert len(g.row) == r.tiles == g.meta["n_tiles"] and g.code_size == 3
+        assert "plan_started" not in g.meta
+
+
+def test_a_failing_commit_fails_its_slide_only(archive, tmp_path, ray_local):
+    out = tmp_path / "g"
+    (out / "s1.parquet").mkdir(parents=True)  # the grid's final name is taken by a folder: its commit fails
+    results = {r.slide_id: r for r in run_encode(_config(archive, out)).results}
+    assert results["s1"].status == "failed" and "IsADirectoryError" in results["s1"].error
+    assert results["s0"].status == results["s2"].status == "ok"
+    assert read_manifest(str(out / MANIFEST_NAME))["s1"]["status"] == "failed"
+    assert not os.path.exists(out / STAGING)
+
+
+def test_parts_are_named_by_their_tiles_and_merged_once(tmp_path):
+    out = str(tmp_path)
+    batch = {"slide_id": np.array(["a", "a", "b", "c"]), "status": np.array(["ok", "ok", "ok", "failed"]),
+             "error": np.array(["", "", "", "bad tile"]), "n_tiles": np.array([4, 4, 2, 0]),
+             "meta": np.array(['{"k": 1}', "", "", ""], dtype=object), "index": np.array([0, 1, 1, -1]),
+             "embedding": np.arange(8, dtype=np.float32).reshape(4, 2)}
+    recs = write_parts(batch, out, ("embedding",))
+    assert list(recs["slide_id"]) == ["a", "b", "c"] and list(recs["status"]) == ["ok", "ok", "failed"]
+    assert recs["part"][2] == "" and recs["error"][2] == "bad tile" and recs["meta"][0] == '{"k": 1}'
+    np.testing.assert_array_equal(np.frombuffer(recs["indices"][0], np.int32), [0, 1])
+    assert recs["part"][0] == part_uri(out, "a", np.array([0, 1]))  # the same rows, the same name
+    # A retry that batched differently wrote an overlapping part: each tile is kept once, in tile order.
+    again = write_parts({**batch, "slide_id": np.array(["a", "a", "a", "a"]), "status": np.array(["ok"] * 4),
+                         "n_tiles": np.array([4] * 4), "index": np.array([3, 1, 2, 0])}, out, ("embedding",))
+    cols = read_parts([recs["part"][0], again["part"][0]], 4)
+    np.testing.assert_array_equal(cols["index"], [0, 1, 2, 3])
+    np.testing.assert_array_equal(cols["embedding"][:, 0], [0, 2, 4, 0])  # first part wins
+    with pytest.raises(SlidegridError, match="2 of 4 tiles"):  # a part lost after the driver counted it
+        read_parts([recs["part"][0]], 4)
+
+
+def test_resume_reads_footers_only_where_manifest_and_listing_disagree(archive, tmp_path, ray_local):
+    from slidegrid.archive import list_archive
+    from slidegrid.manifest import SlideResult
+
+    out = tmp_path / "g"
+    first = run_encode(_config(archive, out))
+    shash = read_grid_meta(grid_uri(str(out), "s0"))["settings_hash"]
+    records = list_archive(str(archive))
+    previous = read_manifest(str(out / MANIFEST_NAME))
+    looked: list[str] = []
+
+    def verify(rec):
+        looked.append(rec.slide_id)
+        return SlideResult(rec.slide_id, rec.uri, "ok", 1, 0.0, "", shash, reused=True)
+
+    present = {f"s{i}.parquet" for i in range(3)}
+    name = lambda sid: f"{sid}.parquet"  # noqa: E731
+    assert set(done_slides(records, shash, previous, present, name, verify)) == {"s0", "s1", "s2"}
+    assert looked == []  # manifest and listing agree: no file opened
+    del previous["s1"]  # a driver killed before its manifest flush: the file is there, the row is not
+    assert set(done_slides(records, shash, previous, present, name, verify)) == {"s0", "s1", "s2"}
+    assert looked == ["s1"]
+    # An ok row whose grid is gone is redone; a different settings hash is redone.
+    assert set(done_slides(records, shash, previous, present - {"s2.parquet"}, name, None)) == {"s0"}
+    assert done_slides(records, "other", read_manifest(str(out / MANIFEST_NAME)), present, name, None) == {}
+    # The re-run through run_encode: all reused, nothing streamed.
+    again = run_encode(_config(archive, out))
+    assert again.stream is None and all(r.reused for r in again.results)
+    assert [r.tiles for r in again.results] == [r.tiles for r in first.results]
+    assert not glob.glob(str(out / ".*.tmp"))
