@@ -152,3 +152,39 @@ def test_gradcam_points_at_the_blob():
     assert cam.shape == (12, 12)
     inside, outside = cam[cells[i].numpy() == 1].mean(), cam[cells[i].numpy() == 0].mean()
     assert inside > outside
+
+
+def _trained_like_ran_lstm(window: int) -> torch.nn.Module:
+    """A 2-layer RAN-LSTM (hidden 32) with its forget-gate biases at +1, as they end up after training."""
+    torch.manual_seed(0)
+    model = build_model("ran-lstm", 32, 2, hidden=32, layers=2, window=window).eval()
+    with torch.no_grad():
+        for layer in model.layers:
+            for sweep in layer.sweeps:
+                sweep.U.bias[32:96] += 1.0  # f_x and f_y: the 2nd and 3rd of the six gates
+    return model
+
+
+def test_ran_lstm_stays_finite_on_whole_slides_and_matches_its_sub_grids():
+    """RAN §4.2: trained on 8x8 sub-grids, applied to a slide by moving that window over it. One sweep over a
+    96 x 96 grid gave NaN (the cell state grows along the sweep, Eq. 9); windowed, a 128 x 128 grid stays
+    within the range of an 8 x 8 sub-grid, and with non-overlapping windows equals the sub-grid results."""
+    model = _trained_like_ran_lstm(window=8)
+    x = torch.randn(1, 32, 128, 128)
+    with torch.no_grad():
+        whole = model(x)
+        sub = model(x[..., :8, :8])
+        one_sweep = model.sweep(x[..., :64, :64])
+    assert torch.isfinite(whole).all() and whole.abs().max() < 10 * sub.abs().max() + 10
+    assert not torch.isfinite(one_sweep).all() or one_sweep.abs().max() > 100 * sub.abs().max()  # the failure
+    model.stride = 8
+    model, x = model.double(), x.double()  # float64: the sweep amplifies float32 rounding of batched matmuls
+    with torch.no_grad():
+        tiled = model(x[..., :32, :32])
+        for i in range(0, 32, 8):
+            for j in range(0, 32, 8):
+                torch.testing.assert_close(tiled[..., i:i + 8, j:j + 8], model.sweep(x[..., i:i + 8, j:j + 8]))
+    # The trained side travels with the weights.
+    again = build_model("ran-lstm", 32, 2, hidden=32, layers=2)
+    again.load_state_dict(build_model("ran-lstm", 32, 2, hidden=32, layers=2, window=6).state_dict())
+    assert int(again.window) == 6

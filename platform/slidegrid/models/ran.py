@@ -6,6 +6,11 @@ predecessors in the sweep direction (Eqs. 4-9: one input gate, two forget gates,
 output gate, c = i*c~ + f_x*c_x + f_y*c_y, h = o*c); four independent sweeps, one from each corner, averaged;
 then a 1x1 convolution to classes. A sweep is vectorized along anti-diagonals: all cells with i + j = d are
 computed in one batched step (H + W - 1 steps, not H*W).
+
+RAN-LSTM is trained on sub-grids (§4.2) and applied to a whole slide the way the paper's 2D grid moves over it:
+half-overlapping windows of the trained side, averaged. One sweep over a whole grid would run the cell state
+(c = i*c~ + f_x*c_x + f_y*c_y, h = o*c: Eq. 9) far beyond the context it was trained on, where it grows
+without bound (a 96 x 96 grid gave NaN).
 """
 
 from __future__ import annotations
@@ -107,18 +112,63 @@ class Layer2DLSTM(nn.Module):
         return torch.stack(outs).mean(0)
 
 
+def window_starts(n: int, window: int, stride: int) -> list[int]:
+    """Start offsets of windows of side `window` every `stride` cells covering 0..n-1 (the last one flush with
+    the end); [0] when n <= window."""
+    if n <= window:
+        return [0]
+    starts = list(range(0, n - window + 1, stride))
+    if starts[-1] != n - window:
+        starts.append(n - window)
+    return starts
+
+
+def sliding_windows(fn, x: torch.Tensor, window: int, stride: int, max_windows: int = 256) -> torch.Tensor:
+    """fn applied to every `window` x `window` window of x (B, C, H, W) every `stride` cells, the per-cell
+    outputs averaged where windows overlap: (B, K, H, W). With stride = window and H, W multiples of it, the
+    result equals fn on each block. Windows go through fn in batches of `max_windows`."""
+    b, _, h, w = x.shape
+    wh, ww = min(window, h), min(window, w)
+    boxes = [(y, x0) for y in window_starts(h, window, stride) for x0 in window_starts(w, window, stride)]
+    out, count = None, x.new_zeros(1, 1, h, w)
+    for k in range(0, len(boxes), max_windows):
+        chunk = boxes[k:k + max_windows]
+        logits = fn(torch.cat([x[:, :, y:y + wh, x0:x0 + ww] for y, x0 in chunk]))
+        if out is None:
+            out = x.new_zeros(b, logits.shape[1], h, w)
+        for i, (y, x0) in enumerate(chunk):
+            out[:, :, y:y + wh, x0:x0 + ww] += logits[i * b:(i + 1) * b]
+            count[..., y:y + wh, x0:x0 + ww] += 1
+    return out / count
+
+
 class RANLSTM(nn.Module):
-    """Stacked 2D-LSTM layers (2 x 512 by default) and a 1x1 convolution to per-cell classes."""
+    """Stacked 2D-LSTM layers (2 x 512 by default) and a 1x1 convolution to per-cell classes.
+
+    `window`: the side of the sub-grids it is trained on (a buffer, so checkpoints carry it; the trainer sets
+    it from --subgrid). A grid larger than that is predicted in windows of that side every `stride` cells
+    (default half a window), averaged: the context the model was trained on, on a grid of any size.
+    """
 
     per_cell = True
 
-    def __init__(self, in_channels: int, n_outputs: int, hidden: int = 512, layers: int = 2) -> None:
+    def __init__(self, in_channels: int, n_outputs: int, hidden: int = 512, layers: int = 2, window: int = 8,
+                 stride: int | None = None) -> None:
         super().__init__()
         self.layers = nn.ModuleList(Layer2DLSTM(in_channels if i == 0 else hidden, hidden) for i in range(layers))
         self.out = nn.Conv2d(hidden, n_outputs, 1)
+        self.register_buffer("window", torch.tensor(int(window)))
+        self.stride = stride
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-cell logits (B, n_outputs, H, W)."""
+    def sweep(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-cell logits of one pass over the whole input (the training path on a sub-grid)."""
         for layer in self.layers:
             x = layer(x)
         return self.out(x)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-cell logits (B, n_outputs, H, W); windowed beyond the trained sub-grid side."""
+        window = int(self.window)
+        if x.shape[-2] <= window and x.shape[-1] <= window:
+            return self.sweep(x)
+        return sliding_windows(self.sweep, x, window, self.stride or max(1, window // 2))

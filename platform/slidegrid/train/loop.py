@@ -40,8 +40,10 @@ def build(cfg: TrainConfig, data: CohortExamples, stats: tuple[np.ndarray, np.nd
     from ..models import GridStandardizer, build_model
 
     mean, std = stats if stats is not None else (np.zeros(data.code_size), np.ones(data.code_size))
-    model = GridStandardizer(build_model(cfg.model, data.code_size, n_outputs(cfg, data), **cfg.model_kwargs),
-                             mean, std)
+    net = build_model(cfg.model, data.code_size, n_outputs(cfg, data), **cfg.model_kwargs)
+    if isinstance(getattr(net, "window", None), torch.Tensor):  # a model trained on sub-grids predicts with
+        net.window.fill_(cfg.subgrid)  # windows of the side it saw (RAN-LSTM); the buffer travels in checkpoints
+    model = GridStandardizer(net, mean, std)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     else:
