@@ -22,7 +22,7 @@ def test_demo_runs_every_stage_and_reports_where_things_are(tmp_path, ray_local,
     printed = capsys.readouterr().out
     for stage in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
         assert stage in printed
-    assert "heldout_auc" in printed and f"mlflow ui --backend-store-uri sqlite:///{out}/mlflow.db" in printed
+    assert "test_accuracy" in printed and "95% CI" in printed and f"mlflow ui --backend-store-uri sqlite:///{out}/mlflow.db" in printed
     assert len(list((out / "tissue").glob("*_tissue.png"))) == 6
     manifest = read_manifest(str(out / "grids" / MANIFEST_NAME))
     assert len(manifest) == 6 and {m["status"] for m in manifest.values()} <= {"ok", "skipped_no_tissue"}

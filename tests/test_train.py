@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import json
 import os
 import threading
 import time
@@ -12,6 +13,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from slidegrid.annotations import Annotation, write_geojson
 from slidegrid.cli import main
@@ -54,13 +56,16 @@ def _cfg(root, out, **kw):
 
 @pytest.mark.slow
 def test_attention_learns_with_two_workers_and_is_tracked(cohort, tmp_path, capsys):
-    result = fit(_cfg(cohort, tmp_path / "run", workers=2))
+    result = fit(_cfg(cohort, tmp_path / "run", workers=2, test_fold=3))
     assert len(result.history) == 12
-    assert result.metrics["val_auc"] > 0.9  # held-out fold: chance is 0.5
+    # The test fold (4 slides nobody trained or selected on), scored once: chance is 0.5.
+    assert result.test["test_auc"] > 0.9
+    assert result.test["test_auc_ci_low"] <= result.test["test_auc"] <= result.test["test_auc_ci_high"]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/run/mlflow/mlflow.db")
     run = mlflow.get_run(result.run_id)
     assert run.data.params["model"] == "attention" and run.data.params["workers"] == "2"
-    assert "val_auc" in run.data.metrics and "heldout_auc" in run.data.metrics
+    assert run.data.params["test_fold"] == "3" and run.data.tags["slidegrid.split"] == "test fold 3, validation fold 0"
+    assert "val_auc" in run.data.metrics and run.data.metrics["test_auc"] == result.test["test_auc"]
     history = mlflow.tracking.MlflowClient().get_metric_history(result.run_id, "train_loss")
     assert len(history) == 12 and history[-1].value < history[0].value
     files = {a.path for a in mlflow.artifacts.list_artifacts(run_id=result.run_id, artifact_path="evaluation")}
@@ -68,8 +73,12 @@ def test_attention_learns_with_two_workers_and_is_tracked(cohort, tmp_path, caps
     assert result.model_uri == "models:/slidegrid-attention-classification/1"
     # predict with the registered model, as a user would
     code = main(["predict", "--grids", str(cohort / "grids"), "--model", result.model_uri, "--tracking-uri",
-                 f"sqlite:///{tmp_path}/run/mlflow/mlflow.db", "--out", str(tmp_path / "pred")])
+                 f"sqlite:///{tmp_path}/run/mlflow/mlflow.db", "--out", str(tmp_path / "pred"),
+                 "--cohort", str(cohort / "cohort.csv")])
     assert code == 0
+    scored = json.loads((tmp_path / "pred" / "metrics.json").read_text())
+    assert scored["slides"] == 16 and scored["auc_ci_low"] <= scored["auc"] <= scored["auc_ci_high"]
+    assert "scored against" in capsys.readouterr().out
     pred = pd.read_csv(tmp_path / "pred" / "predictions.csv")
     truth = pd.read_csv(cohort / "cohort.csv").set_index("slide_id")["label"]
     predicted = pred.set_index("slide_id")["prediction"].reindex(truth.index)
@@ -177,11 +186,58 @@ def test_shipped_sweep_space_is_valid_and_applies_to_a_config():
 @pytest.mark.slow
 def test_cross_validation_runs_one_model_per_fold(cohort, tmp_path, capsys):
     df = pd.read_csv(cohort / "cohort.csv")
-    df["fold"] = df["fold"] % 2
-    df.to_csv(tmp_path / "two_folds.csv", index=False)
-    code = main(["train", "--grids", str(cohort / "grids"), "--cohort", str(tmp_path / "two_folds.csv"), "--out",
+    df["fold"] = df["fold"] % 3
+    df.to_csv(tmp_path / "three_folds.csv", index=False)
+    code = main(["train", "--grids", str(cohort / "grids"), "--cohort", str(tmp_path / "three_folds.csv"), "--out",
                  str(tmp_path / "cv"), "--epochs", "2", "--cv", "--register-as", "cv-model"])
     out = capsys.readouterr().out
-    assert code == 0 and "fold 0:" in out and "fold 1:" in out and "2-fold cross-validation, mean:" in out
-    assert (tmp_path / "cv" / "fold0" / "final-checkpoint").is_dir()
-    assert (tmp_path / "cv" / "fold1" / "final-checkpoint").is_dir()
+    assert code == 0 and all(f"test fold {k}: test_accuracy" in out for k in range(3)), out
+    assert "3-fold cross-validation, each fold the test set once" in out and "test_auc " in out and " ± " in out
+    for k in range(3):
+        assert (tmp_path / "cv" / f"fold{k}" / "final-checkpoint").is_dir()
+
+
+def test_split_keeps_test_slides_apart(cohort):
+    from slidegrid.errors import ConfigError
+    from slidegrid.train.grid_data import load_examples
+
+    data = load_examples(str(cohort / "grids"), str(cohort / "cohort.csv"), "classification")
+    sp = data.split(test_fold=3)
+    ids = [{e.slide_id for e in part} for part in (sp.train, sp.val, sp.test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2]) and sum(map(len, ids)) == 16
+    assert {e.fold for e in sp.test} == {3} and {e.fold for e in sp.val} == {0}  # validation: the next fold
+    assert data.split(val_fold=0).test == []  # no test set unless one is asked for
+    with pytest.raises(ConfigError, match="--test-fold"):
+        data.split(test_fold=7)
+    with pytest.raises(ConfigError, match="--val-fold"):
+        data.split(val_fold=3, test_fold=3)
+    # A `split` column decides on its own and excludes the fold flags.
+    df = pd.read_csv(cohort / "cohort.csv")
+    df["split"] = ["train"] * 10 + ["val"] * 3 + ["test"] * 3
+    df.to_csv(cohort / "split.csv", index=False)
+    marked = load_examples(str(cohort / "grids"), str(cohort / "split.csv"), "classification")
+    sp = marked.split()
+    assert [len(sp.train), len(sp.val), len(sp.test)] == [10, 3, 3] and sp.how == "the cohort's split column"
+    with pytest.raises(ConfigError, match="split"):
+        marked.split(test_fold=3)
+
+
+@pytest.mark.slow
+def test_test_labels_never_steer_training(cohort, tmp_path):
+    """Leakage: flipping the test fold's labels changes the test AUC, but not one weight of the selected model."""
+    df = pd.read_csv(cohort / "cohort.csv")
+    flipped = df.copy()
+    test = flipped["fold"] == 3
+    flipped.loc[test, "label"] = flipped.loc[test, "label"].map({"tumor": "normal", "normal": "tumor"})
+    flipped.to_csv(tmp_path / "flipped.csv", index=False)
+    kw = dict(test_fold=3, epochs=4, model_kwargs={"maps": 4})
+    a = fit(_cfg(cohort, tmp_path / "a", **kw), log_to_mlflow=False)
+    b = fit(_cfg(cohort, tmp_path / "b", cohort=str(tmp_path / "flipped.csv"), **kw), log_to_mlflow=False)
+    from slidegrid.train.checkpoints import read_state
+
+    sa, sb = read_state(a.checkpoint_dir), read_state(b.checkpoint_dir)
+    assert sa["best_epoch"] == sb["best_epoch"]
+    for k, v in sa["best_model"].items():
+        assert torch.equal(v, sb["best_model"][k]), k
+    assert a.test["test_auc"] == pytest.approx(1 - b.test["test_auc"])
+    assert a.test["test_auc"] != b.test["test_auc"]

@@ -34,7 +34,7 @@ DICOM_EXTENSION = ".dcm"
 TABLE_EXTENSIONS = (".csv", ".parquet", ".pq")
 # Optional cohort columns and their types; anything else is kept verbatim in `extra`.
 OPTIONAL_COLUMNS = {"label": str, "target": float, "fold": int, "annotation": str, "patient_id": str,
-                    "node": str, "mpp": float}
+                    "node": str, "mpp": float, "split": str}
 # Files operating systems leave in folders; never part of an archive (dot-files are ignored too).
 _OS_FILES = frozenset({"thumbs.db", "desktop.ini"})
 # Keys of a Hamamatsu .vms/.vmu file that name its companion files (as OpenSlide reads them).
@@ -58,6 +58,7 @@ class SlideRecord:
     patient_id: str | None = None
     node: str | None = None
     mpp: float | None = None
+    split: str | None = None  # train | val | test: a fixed split for training (train/grid_data.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

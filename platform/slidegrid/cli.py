@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -357,7 +358,11 @@ def add_train_arguments(p: argparse.ArgumentParser, concurrent: bool = False) ->
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--val-fold", type=int, default=None, help="cohort fold held out for validation")
+    p.add_argument("--val-fold", type=int, default=None, help="cohort fold for validation: early stopping and "
+                   "the model kept (default with --test-fold: the next fold)")
+    p.add_argument("--test-fold", type=int, default=None, help="cohort fold held out as the test set, scored once "
+                   "at the end with the selected model (test_* metrics with 95%% CIs); a `split` column "
+                   "(train|val|test) in the cohort does the same without fold flags")
     p.add_argument("--storage", default=None, help="checkpoint storage (local path or s3://; default OUT/checkpoints)")
     p.add_argument("--name", default=None, help="run name; the same name and storage resume a run")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
@@ -370,32 +375,48 @@ def _train_config(args: argparse.Namespace):
     from .train.config import build_train_config
 
     overrides = {k: getattr(args, k) for k in ("grids", "cohort", "out", "model", "task", "epochs", "lr",
-                                               "batch_size", "val_fold", "workers", "gpus_per_worker", "storage",
-                                               "name", "tracking_uri", "register_as", "cpus_per_worker",
+                                               "batch_size", "val_fold", "test_fold", "workers", "gpus_per_worker",
+                                               "storage", "name", "tracking_uri", "register_as", "cpus_per_worker",
                                                "start_timeout_s")}
     overrides["storage_options"] = parse_storage_options(args.storage_options) or None
     return build_train_config(overrides, args.config)
 
 
 def _train(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .train.fit import cross_validate, fit
 
     cfg = _train_config(args)
     if args.cv:
         per_fold = cross_validate(cfg)
         for fold, result in per_fold.items():
-            shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith("val_")}
-            print(f"fold {fold}: {shown}  model: {result.model_uri}")
-        keys = [k for k in next(iter(per_fold.values())).metrics if k.startswith("val_")]
-        means = {k: round(sum(r.metrics[k] for r in per_fold.values()) / len(per_fold), 4) for k in keys}
-        print(f"{len(per_fold)}-fold cross-validation, mean: {means}")
+            print(f"test fold {fold}: {_metrics_text(result.test)}  model: {result.model_uri}")
+        keys = [k for k in next(iter(per_fold.values())).test if "_ci_" not in k]
+        values = {k: np.array([r.test[k] for r in per_fold.values()]) for k in keys}
+        print(f"{len(per_fold)}-fold cross-validation, each fold the test set once (validation: the next fold): "
+              + ", ".join(f"{k} {v.mean():.4f} ± {v.std(ddof=1):.4f}" for k, v in values.items()))
         return 0
     result = fit(cfg)
     shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val_", "train_loss"))}
     print(f"trained {cfg.model} ({cfg.task}) for {len(result.history)} epochs: {shown}")
+    best = result.history[-1].get("best_epoch") if result.history else None
+    print(f"selected model: epoch {best} (lowest validation loss)")
+    if result.test:
+        print(f"test set, scored once: {_metrics_text(result.test)}")
+    else:
+        print("no test set (pass --test-fold or a `split` column): the validation figures above chose the model "
+              "and are not a held-out estimate")
     print(f"checkpoint: {result.checkpoint_dir}")
     print(f"model: {result.model_uri}")
     return 0
+
+
+def _metrics_text(test: dict[str, float]) -> str:
+    """'test_auc 0.91 [0.82, 0.97], ...': each test metric with its 95% bootstrap interval."""
+    return ", ".join(f"{k} {v:.4f} [{test.get(k + '_ci_low', float('nan')):.4f}, "
+                     f"{test.get(k + '_ci_high', float('nan')):.4f}]"
+                     for k, v in test.items() if "_ci_" not in k and k != "test_loss")
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
@@ -404,7 +425,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
                        "metric, plot and model goes to MLflow.")
     add_train_arguments(p)
     p.add_argument("--cv", action="store_true", help="k-fold cross-validation: one run per value of the cohort's "
-                   "`fold` column, each holding that fold out")
+                   "`fold` column, each fold the test set once (validation: the next fold); mean ± sd")
     p.set_defaults(func=_train)
 
 
@@ -435,8 +456,15 @@ def _predict(args: argparse.Namespace) -> int:
     from .predict import predict
 
     path = predict(args.grids, args.model, args.out, args.tracking_uri, not args.no_heatmaps,
-                   parse_storage_options(args.storage_options))
+                   parse_storage_options(args.storage_options), args.cohort)
     print(f"predictions: {path}")
+    if args.cohort:
+        with open(os.path.join(args.out, "metrics.json")) as f:
+            scored = json.load(f)
+        print(f"scored against {args.cohort}: " + (", ".join(
+            f"{k} {v:.4f} [{scored[k + '_ci_low']:.4f}, {scored[k + '_ci_high']:.4f}]"
+            for k, v in scored.items() if k != "slides" and "_ci_" not in k) + f" on {int(scored['slides'])} slides"
+            if scored else "the cohort labels none of the predicted slides"))
     return 0
 
 
@@ -447,6 +475,8 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI the model is registered in")
     p.add_argument("--no-heatmaps", action="store_true", help="skip heatmap PNGs")
+    p.add_argument("--cohort", default=None, help="cohort table with labels (or targets): score the predicted "
+                   "slides it labels (AUC, accuracy / Spearman with 95%% CIs) into OUT/metrics.json")
     _add_storage(p)
     p.set_defaults(func=_predict)
 

@@ -63,3 +63,24 @@ def jaccard(pred: np.ndarray, truth: np.ndarray) -> float:
 def quadratic_kappa(a: Sequence[int], b: Sequence[int]) -> float:
     """Quadratic-weighted Cohen's kappa (CAMELYON17 pN-stage protocol)."""
     return float(skm.cohen_kappa_score(a, b, weights="quadratic"))
+
+
+def bootstrap_ci(statistic, n: int, reps: int = 1000, level: float = 0.95, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of `statistic(indices) -> float` over `n` units (slides)
+    resampled with replacement `reps` times; resamples where the statistic is undefined (NaN, e.g. an AUC of
+    one class only) are left out. (nan, nan) when none is defined."""
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(reps):
+        with np.errstate(all="ignore"):
+            try:
+                v = float(statistic(rng.integers(0, n, n)))
+            except ValueError:  # sklearn: a resample holding one class only
+                continue
+        if np.isfinite(v):
+            values.append(v)
+    if not values:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)

@@ -85,9 +85,42 @@ def load_model(model_uri: str):
     return model.eval(), tags.get("slidegrid.model", "attention"), json.loads(tags.get("slidegrid.classes", "[]"))
 
 
+def score_predictions(rows: list[dict[str, Any]], cohort: str, classes: list[str],
+                      storage_options: Mapping[str, Any] | None = None) -> dict[str, float]:
+    """Score predictions against a cohort's labels (`label` for classifiers: AUC of the second class when there
+    are two, accuracy; `target` for regressors: Spearman), each with its 95% bootstrap interval over slides, on
+    the predicted slides the cohort labels. Empty when it labels none of them."""
+    from . import metrics
+    from .archive import read_cohort
+
+    truth = {r.slide_id: r for r in read_cohort(cohort, storage_options)}
+    stats: dict[str, Any] = {}
+    if classes:
+        known = [r for r in rows if truth.get(r["slide_id"]) and str(truth[r["slide_id"]].label) in classes]
+        y = np.array([classes.index(str(truth[r["slide_id"]].label)) for r in known])
+        p = np.array([[r[f"p_{c}"] for c in classes] for r in known]).reshape(len(known), len(classes))
+        stats["accuracy"] = lambda i: np.mean(p[i].argmax(1) == y[i])
+        if len(classes) == 2:
+            stats["auc"] = lambda i: metrics.auc(y[i], p[i, 1]) if len(set(y[i].tolist())) == 2 else np.nan
+    else:
+        known = [r for r in rows if truth.get(r["slide_id"]) and truth[r["slide_id"]].target is not None
+                 and "prediction" in r]
+        y = np.array([truth[r["slide_id"]].target for r in known])
+        p = np.array([r["prediction"] for r in known])
+        stats["spearman"] = lambda i: metrics.spearman(y[i], p[i])
+    if not known:
+        return {}
+    out: dict[str, float] = {"slides": float(len(known))}
+    for name, fn in stats.items():
+        low, high = metrics.bootstrap_ci(fn, len(known))
+        out.update({name: float(fn(np.arange(len(known)))), f"{name}_ci_low": low, f"{name}_ci_high": high})
+    return out
+
+
 def predict(grids: str, model_uri: str, out_dir: str, tracking_uri: str | None = None, heatmaps: bool = True,
-            storage_options: Mapping[str, Any] | None = None) -> str:
-    """Predict every grid in `grids`; writes predictions.csv (+ heatmaps/) to out_dir and returns the CSV path."""
+            storage_options: Mapping[str, Any] | None = None, cohort: str | None = None) -> str:
+    """Predict every grid in `grids`; writes predictions.csv (+ heatmaps/) to out_dir and returns the CSV path.
+    With a labelled `cohort`, also metrics.json: the predicted slides scored (`score_predictions`)."""
     import mlflow
     import torch
 
@@ -121,6 +154,10 @@ def predict(grids: str, model_uri: str, out_dir: str, tracking_uri: str | None =
         else:
             row["positive_cells"] = int((out.argmax(0).numpy() == 1)[mask].sum())
         rows.append(row)
+    if cohort:
+        scored = score_predictions(rows, cohort, classes, storage_options)
+        with open(os.path.join(out_dir, "metrics.json"), "w") as f:
+            json.dump(scored, f, indent=1)
     csv_path = os.path.join(out_dir, "predictions.csv")
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

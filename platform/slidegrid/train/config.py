@@ -46,7 +46,8 @@ class TrainConfig:
     test_crops: int = 10  # NIC: T crops at test time (x 8 dihedral transforms)
     subgrid: int = 8  # RAN segmentation: class-balanced sub-grids of this side
     patience: int = 10  # early stopping on validation loss (0: off)
-    val_fold: int | None = None
+    val_fold: int | None = None  # validation fold: early stopping and the kept model (default: see test_fold)
+    test_fold: int | None = None  # held-out test fold, scored once at the end (validation: the next fold)
     workers: int = 1
     gpus_per_worker: float = 0.0
     cpus_per_worker: float | None = None  # None: planned (1, or a share where nothing else fits)

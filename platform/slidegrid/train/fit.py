@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
@@ -26,11 +26,13 @@ class FitResult:
     checkpoint_dir: str | None  # local copy of the last checkpoint
     run_id: str | None  # MLflow run
     model_uri: str | None  # MLflow model URI (registered version when registered)
+    test: dict[str, float] = field(default_factory=dict)  # test_* metrics of the selected model (no test set: {})
 
 
 def run_name(cfg: TrainConfig) -> str:
     """Ray Train run name: explicit, or derived from model/task/fold (same name + storage = resume)."""
-    return cfg.name or f"{cfg.model}-{cfg.task}" + (f"-fold{cfg.val_fold}" if cfg.val_fold is not None else "")
+    folds = "".join(f"-{k}{v}" for k, v in (("val", cfg.val_fold), ("test", cfg.test_fold)) if v is not None)
+    return cfg.name or f"{cfg.model}-{cfg.task}{folds}"
 
 
 def run_trainer(loop, loop_config: dict[str, Any], name: str, storage: str, plan: RunPlan, max_failures: int = 2,
@@ -131,15 +133,19 @@ def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None 
         # Every epoch's metrics travel in the checkpoint, so the history survives restarts of the run.
         history = read_state(ckpt_dir)["history"]
     run_id = model_uri = None
-    if log_to_mlflow and ckpt_dir:
-        from .registry import log_training_run
+    test: dict[str, float] = {}
+    if ckpt_dir:
+        from .registry import load_checkpoint_model, log_training_run, score_test_set
 
-        run_id, model_uri = log_training_run(cfg, history, ckpt_dir, parent_run_id=parent_run_id)
-    return FitResult(dict(result.metrics or {}), history, ckpt_dir, run_id, model_uri)
+        test = score_test_set(cfg, load_checkpoint_model(ckpt_dir, cfg)[0])
+        if log_to_mlflow:
+            run_id, model_uri = log_training_run(cfg, history, ckpt_dir, test, parent_run_id=parent_run_id)
+    return FitResult(dict(result.metrics or {}), history, ckpt_dir, run_id, model_uri, test)
 
 
 def cross_validate(cfg: TrainConfig) -> dict[int, FitResult]:
-    """One run per fold of the cohort's `fold` column, each validated on its held-out fold (k-fold CV)."""
+    """k-fold cross-validation over the cohort's `fold` column: each fold is the test set once, validated on the
+    next fold in order (it selects the model), trained on the rest (NIC §4's protocol, rotated)."""
     from dataclasses import replace
 
     from ..errors import ConfigError
@@ -147,6 +153,8 @@ def cross_validate(cfg: TrainConfig) -> dict[int, FitResult]:
 
     folds = sorted({e.fold for e in load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options).examples
                     if e.fold is not None})
-    if len(folds) < 2:
-        raise ConfigError(cfg.cohort, "cross-validation needs a `fold` column with at least 2 values")
-    return {k: fit(replace(cfg, val_fold=k, name=None, out=os.path.join(cfg.out, f"fold{k}"))) for k in folds}
+    if len(folds) < 3:
+        raise ConfigError(cfg.cohort, "cross-validation needs a `fold` column with at least 3 values (train, "
+                                      "validation and test folds)")
+    return {k: fit(replace(cfg, test_fold=k, val_fold=None, name=None, out=os.path.join(cfg.out, f"fold{k}")))
+            for k in folds}

@@ -13,6 +13,8 @@ from ..errors import ConfigError
 from ..grids import Grid, grid_uri, read_grid, read_grid_meta
 
 TASKS = ("classification", "regression", "segmentation")
+# Values of a cohort's `split` column.
+SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,19 @@ class Example:
     label: int | None = None  # class index (classification)
     target: float | None = None  # regression target
     annotation: str | None = None  # polygons for per-cell labels (segmentation)
+    split: str | None = None  # the cohort's `split` column (train | val | test), when it has one
+
+
+@dataclass(frozen=True)
+class Split:
+    """Who sees which slides: training fits on `train`, model selection (early stopping, the kept checkpoint)
+    sees only `val`, and `test` is scored once at the end with the selected model (NIC §4: 2 folds train, 1
+    validation, 1 test). `test` is empty when no test set was asked for; `how` says how the split was made."""
+
+    train: list[Example]
+    val: list[Example]
+    test: list[Example]
+    how: str
 
 
 @dataclass(frozen=True)
@@ -35,19 +50,51 @@ class CohortExamples:
     classes: tuple[str, ...]
     code_size: int
 
-    def split(self, val_fold: int | None) -> tuple[list[Example], list[Example]]:
-        """Train / validation examples for one cross-validation fold (no fold: deterministic 80/20)."""
-        if val_fold is None:
+    def split(self, val_fold: int | None = None, test_fold: int | None = None) -> Split:
+        """Train / validation / test examples.
+
+        A cohort `split` column (train | val | test on every slide) wins and excludes the fold flags. Else
+        `test_fold` K: fold K is the test set and `val_fold` (default: the next fold in order after K, cyclic)
+        validates; the other folds train. Else `val_fold` alone validates (no test set), or with no fold a
+        deterministic 80/20 train/validation split. Raises ConfigError when a part would be empty.
+        """
+        marked = [e for e in self.examples if e.split is not None]
+        if marked:
+            if val_fold is not None or test_fold is not None:
+                raise ConfigError("--test-fold", "the cohort has a `split` column: it decides train/val/test; leave "
+                                                 "out --val-fold/--test-fold (or drop the column to use folds)")
+            bad = sorted({str(e.split) for e in marked} - set(SPLITS)) or (
+                ["(empty)"] if len(marked) != len(self.examples) else [])
+            if bad:
+                raise ConfigError("split", f"values {bad} in the cohort's `split` column; every slide needs one of "
+                                           f"{', '.join(SPLITS)}")
+            parts = {s: [e for e in self.examples if e.split == s] for s in SPLITS}
+            sp = Split(parts["train"], parts["val"], parts["test"], "the cohort's split column")
+        elif test_fold is not None:
+            folds = sorted({e.fold for e in self.examples if e.fold is not None})
+            if test_fold not in folds:
+                raise ConfigError("--test-fold", f"fold {test_fold} is not one of the cohort's folds {folds}")
+            if val_fold is None:
+                val_fold = folds[(folds.index(test_fold) + 1) % len(folds)]
+            if val_fold == test_fold:
+                raise ConfigError("--val-fold", f"must differ from --test-fold ({test_fold})")
+            sp = Split([e for e in self.examples if e.fold not in (val_fold, test_fold)],
+                       [e for e in self.examples if e.fold == val_fold],
+                       [e for e in self.examples if e.fold == test_fold],
+                       f"test fold {test_fold}, validation fold {val_fold}")
+        elif val_fold is not None:
+            sp = Split([e for e in self.examples if e.fold != val_fold],
+                       [e for e in self.examples if e.fold == val_fold], [],
+                       f"validation fold {val_fold}, no test set")
+        else:
             idx = np.random.default_rng(0).permutation(len(self.examples))
-            cut = max(1, len(idx) // 5)
-            val = {int(i) for i in idx[:cut]}
-            return ([e for i, e in enumerate(self.examples) if i not in val],
-                    [e for i, e in enumerate(self.examples) if i in val])
-        train = [e for e in self.examples if e.fold != val_fold]
-        val = [e for e in self.examples if e.fold == val_fold]
-        if not train or not val:
-            raise ConfigError("--val-fold", f"fold {val_fold} leaves an empty train or validation set")
-        return train, val
+            val = {int(i) for i in idx[: max(1, len(idx) // 5)]}
+            sp = Split([e for i, e in enumerate(self.examples) if i not in val],
+                       [e for i, e in enumerate(self.examples) if i in val], [], "80/20, no test set")
+        if not sp.train or not sp.val or (test_fold is not None and not sp.test):
+            raise ConfigError("--val-fold", f"{sp.how} leaves an empty part ({len(sp.train)} train, {len(sp.val)} "
+                                            f"validation, {len(sp.test)} test slides)")
+        return sp
 
 
 def load_examples(grids: str, cohort: str, task: str,
@@ -82,7 +129,7 @@ def load_examples(grids: str, cohort: str, task: str,
 def _example(r: SlideRecord, grids: str, task: str, classes: Sequence[str]) -> Example:
     return Example(slide_id=r.slide_id, grid=grid_uri(grids, r.slide_id), fold=r.fold,
                    label=classes.index(str(r.label)) if task == "classification" else None,
-                   target=r.target, annotation=r.annotation)
+                   target=r.target, annotation=r.annotation, split=r.split)
 
 
 def cell_labels(grid: Grid, annotation: str | None, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:

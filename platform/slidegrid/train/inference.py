@@ -101,23 +101,31 @@ def predict_grid(model, cfg_model: str, dense: np.ndarray, mask: np.ndarray, dev
         return model(x, m)[0].float().cpu()
 
 
-def evaluate(model, cfg: TrainConfig, examples: Sequence[Example], cache: GridCache, device) -> dict[str, float]:
-    """Validation loss and the task's metric (AUC / accuracy, Spearman, Dice) over whole slides."""
+def evaluate(model, cfg: TrainConfig, examples: Sequence[Example], cache: GridCache, device, prefix: str = "val",
+             ci: bool = False) -> dict[str, float]:
+    """Loss and the task's metrics over whole slides, named `<prefix>_<metric>`; with `ci`, each metric's 95%
+    bootstrap interval over slides as `<prefix>_<metric>_ci_low/_ci_high`.
+
+    Classification: AUC (two classes), accuracy, F1 of class 1 (two classes). Regression: Spearman (the
+    attention paper's TUPAC measure). Per-cell segmentation: Dice averaged over slides, and precision, recall
+    and F1 of tumour cells pooled over slides (RAN §5 reports pooled figures).
+    """
     import torch
     import torch.nn.functional as F
 
     from .. import metrics
     from .grid_data import cell_labels
 
-    losses, scores, truths, dices = [], [], [], []
+    losses, scores, truths, counts, dices = [], [], [], [], []
     for e in examples:
         dense, mask, grid = cache.get(e.grid)
         out = predict_grid(model, cfg.model, dense, mask, device, cfg.test_crops, cfg.crop)
         if cfg.task == "segmentation":
             labels = torch.from_numpy(np.where(mask, cell_labels(grid, e.annotation, cfg.storage_options), -1))
             losses.append(float(F.cross_entropy(out[None], labels[None], ignore_index=-1)))
-            pred = out.argmax(0).numpy()
-            dices.append(metrics.dice(pred[mask] == 1, labels.numpy()[mask] == 1))
+            pred, truth = out.argmax(0).numpy()[mask] == 1, labels.numpy()[mask] == 1
+            dices.append(metrics.dice(pred, truth))
+            counts.append((np.sum(pred & truth), np.sum(pred & ~truth), np.sum(~pred & truth)))
         elif cfg.task == "regression":
             losses.append(float((out.squeeze() - e.target) ** 2))
             scores.append(float(out.squeeze()))
@@ -126,14 +134,31 @@ def evaluate(model, cfg: TrainConfig, examples: Sequence[Example], cache: GridCa
             losses.append(float(F.cross_entropy(out[None], torch.tensor([e.label]))))
             scores.append(torch.softmax(out, 0).numpy())
             truths.append(e.label)
-    result = {"val_loss": float(np.mean(losses))}
+    stats: dict[str, Any] = {"loss": lambda i: np.mean(np.asarray(losses)[i])}
     if cfg.task == "segmentation":
-        result["val_dice"] = float(np.mean(dices))
+        tp_fp_fn = np.asarray(counts, np.float64).reshape(-1, 3)
+
+        def pooled(i, k):
+            tp, fp, fn = tp_fp_fn[i].sum(0)
+            return [tp / (tp + fp) if tp + fp else 0.0, tp / (tp + fn) if tp + fn else 0.0,
+                    2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0][k]
+
+        stats.update({"dice": lambda i: np.mean(np.asarray(dices)[i]), "precision": lambda i: pooled(i, 0),
+                      "recall": lambda i: pooled(i, 1), "f1": lambda i: pooled(i, 2)})
     elif cfg.task == "regression":
-        result["val_spearman"] = float(metrics.spearman(truths, scores))
+        y, s = np.asarray(truths), np.asarray(scores)
+        stats["spearman"] = lambda i: metrics.spearman(y[i], s[i])
     else:
-        probs = np.stack(scores)
-        result["val_accuracy"] = float(np.mean(probs.argmax(1) == np.array(truths)))
+        probs, y = np.stack(scores), np.asarray(truths)
+        stats["accuracy"] = lambda i: np.mean(probs[i].argmax(1) == y[i])
         if probs.shape[1] == 2:
-            result["val_auc"] = float(metrics.auc(np.array(truths), probs[:, 1]))
+            stats["auc"] = lambda i: metrics.auc(y[i], probs[i, 1]) if len(set(y[i].tolist())) == 2 else np.nan
+            stats["f1"] = lambda i: metrics.precision_recall_f1(y[i], probs[i].argmax(1))["f1"]
+    everyone = np.arange(len(examples))
+    result: dict[str, float] = {}
+    for name, fn in stats.items():
+        result[f"{prefix}_{name}"] = float(fn(everyone))
+        if ci and name != "loss":
+            low, high = metrics.bootstrap_ci(fn, len(examples))
+            result.update({f"{prefix}_{name}_ci_low": low, f"{prefix}_{name}_ci_high": high})
     return result

@@ -83,16 +83,20 @@ def train_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(cfg.seed)
     data = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options)
-    train, val = data.split(cfg.val_fold)
+    # The test set never reaches the workers: only train and validation (which selects the kept model).
+    split = data.split(cfg.val_fold, cfg.test_fold)
+    train, val = split.train, split.val
     cache = GridCache(cfg.storage_options)
     model, opt, sched = build(cfg, data, channel_stats(train, cache))
     start, best, stale, history = 0, math.inf, 0, []
+    best_model, best_epoch = None, -1
     state = restore_state()
     if state:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start, best, stale, history = state["epoch"] + 1, state["best"], state["stale"], state["history"]
+        best_model, best_epoch = state["best_model"], state["best_epoch"]
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     mine = train[rank::world] or train
@@ -120,6 +124,10 @@ def train_loop(config: dict[str, Any]) -> None:
             metrics.update(evaluate(core, cfg, val, cache, device))
             improved = metrics["val_loss"] < best - 1e-6
             best, stale = (metrics["val_loss"], 0) if improved else (best, stale + 1)
+            if improved:  # model selection: the epoch with the lowest validation loss is the model kept
+                best_model = {k: v.detach().clone() for k, v in core.state_dict().items()}
+                best_epoch = epoch
+            metrics["best_epoch"] = best_epoch
             stop[0] = float(bool(cfg.patience) and stale >= cfg.patience)
             history.append(metrics)
         if world > 1 and dist.is_initialized():
@@ -129,6 +137,7 @@ def train_loop(config: dict[str, Any]) -> None:
             core = model.module if hasattr(model, "module") else model
             state = {"model": core.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                      "epoch": epoch, "best": best, "stale": stale, "history": history,
+                     "best_model": best_model, "best_epoch": best_epoch,
                      "classes": list(data.classes), "code_size": data.code_size}
         report_epoch(metrics, state)
         if stop.item():

@@ -24,13 +24,15 @@ def load_checkpoint_model(ckpt_dir: str, cfg: TrainConfig):
     n_out = {"classification": len(state["classes"]), "regression": 1, "segmentation": 2}[cfg.task]
     c = int(state["code_size"])
     model = GridStandardizer(build_model(cfg.model, c, n_out, **cfg.model_kwargs), [0.0] * c, [1.0] * c)
-    model.load_state_dict(state["model"])
+    # The selected model: the epoch with the lowest validation loss (the last epoch's weights resume training).
+    model.load_state_dict(state.get("best_model") or state["model"])
     model.eval()
     return model, list(state["classes"]), int(state["code_size"])
 
 
-def _plots(cfg: TrainConfig, model, classes: Sequence[str], out_dir: str) -> dict[str, float]:
-    """Held-out evaluation plots (ROC, confusion matrix) and their numbers."""
+def _plots(cfg: TrainConfig, model, classes: Sequence[str], out_dir: str, examples: Sequence[Any],
+           part: str) -> None:
+    """ROC curve and confusion matrix of the selected model on `examples` (the `part`: test, else validation)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -38,16 +40,14 @@ def _plots(cfg: TrainConfig, model, classes: Sequence[str], out_dir: str) -> dic
     import torch
 
     from .. import metrics
-    from .grid_data import GridCache, load_examples
+    from .grid_data import GridCache
     from .inference import predict_grid
 
-    if cfg.task != "classification":
-        return {}
-    data = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options)
-    _, val = data.split(cfg.val_fold)
+    if cfg.task != "classification" or not examples:
+        return
     cache = GridCache(cfg.storage_options)
     probs, truth = [], []
-    for e in val:
+    for e in examples:
         dense, mask, _ = cache.get(e.grid)
         out = predict_grid(model, cfg.model, dense, mask, torch.device("cpu"), cfg.test_crops, cfg.crop)
         probs.append(torch.softmax(out, 0).numpy())
@@ -62,15 +62,14 @@ def _plots(cfg: TrainConfig, model, classes: Sequence[str], out_dir: str) -> dic
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
+    ax.set_title(f"{part} slides ({len(examples)})")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "confusion_matrix.png"))
     plt.close(fig)
-    result = {"heldout_accuracy": float(np.mean(p.argmax(1) == y))}
     if p.shape[1] == 2 and len(set(y.tolist())) == 2:
         fpr, tpr = metrics.roc_curve(y, p[:, 1])
-        result["heldout_auc"] = float(metrics.auc(y, p[:, 1]))
         fig, ax = plt.subplots(figsize=(4, 4))
-        ax.plot(fpr, tpr, label=f"AUC {result['heldout_auc']:.3f}")
+        ax.plot(fpr, tpr, label=f"{part} AUC {metrics.auc(y, p[:, 1]):.3f}")
         ax.plot([0, 1], [0, 1], "k--", lw=0.5)
         ax.set_xlabel("false positive rate")
         ax.set_ylabel("true positive rate")
@@ -78,12 +77,27 @@ def _plots(cfg: TrainConfig, model, classes: Sequence[str], out_dir: str) -> dic
         fig.tight_layout()
         fig.savefig(os.path.join(out_dir, "roc.png"))
         plt.close(fig)
-    return result
 
 
-def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: str,
+def score_test_set(cfg: TrainConfig, model) -> dict[str, float]:
+    """The selected model scored once on the test set (`test_*` metrics with 95% bootstrap intervals over
+    slides); empty when the run has no test set (no --test-fold, no `split` column)."""
+    import torch
+
+    from .grid_data import GridCache, load_examples
+    from .inference import evaluate
+
+    split = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options).split(cfg.val_fold, cfg.test_fold)
+    if not split.test:
+        return {}
+    return evaluate(model, cfg, split.test, GridCache(cfg.storage_options), torch.device("cpu"), prefix="test",
+                    ci=True)
+
+
+def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: str, test: dict[str, float],
                      parent_run_id: str | None = None) -> tuple[str, str]:
-    """One MLflow run: params, per-epoch metrics, plots, heatmaps, the model (registered); returns ids."""
+    """One MLflow run: params, per-epoch metrics, the test metrics, plots and heatmaps of the test slides (else
+    the validation slides), the selected model (registered); returns ids."""
     import mlflow
     import torch
     from mlflow.models import infer_signature
@@ -100,13 +114,16 @@ def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: 
         mlflow.set_tags({"slidegrid.classes": json.dumps(classes), "slidegrid.model": cfg.model,
                          "slidegrid.task": cfg.task})
         log_history(history)
+        mlflow.log_metrics(test)
         with tempfile.TemporaryDirectory() as d:
-            mlflow.log_metrics(_plots(cfg, model, classes, d))
             from ..predict import write_heatmaps
 
-            data = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options)
-            _, val = data.split(cfg.val_fold)
-            write_heatmaps(model, cfg.model, [e.grid for e in val[:4]], GridCache(cfg.storage_options), d,
+            split = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options).split(cfg.val_fold,
+                                                                                             cfg.test_fold)
+            shown, part = (split.test, "test") if split.test else (split.val, "validation")
+            mlflow.set_tag("slidegrid.split", split.how)
+            _plots(cfg, model, classes, d, shown, part)
+            write_heatmaps(model, cfg.model, [e.grid for e in shown[:4]], GridCache(cfg.storage_options), d,
                            cfg.storage_options)
             mlflow.log_artifacts(d, artifact_path="evaluation")
         example = torch.zeros((1, code_size, 8, 8))
