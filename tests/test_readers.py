@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from _images import smooth_rgb, write_cut_short_jpeg
 from conftest import SHARED_DATA
 from slidegrid.errors import SlideError
 from slidegrid.readers import tiffslide_backend
@@ -29,14 +30,6 @@ def _case(name: str) -> Path:
     if path is None:
         pytest.skip(f"case input {name} not in {CASES}")
     return Path(path)
-
-
-def _smooth_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A smooth, tissue-like RGB image (blurred noise), so resampling errors are measurable but small."""
-    rng = np.random.default_rng(seed)
-    img = cv2.GaussianBlur(rng.integers(0, 256, (h, w, 3)).astype(np.float32), (0, 0), 6)
-    img = (img - img.min()) / (img.max() - img.min()) * 200 + 30
-    return img.astype(np.uint8)
 
 
 # -- 01: undecodable Aperio description ------------------------------------------------------------
@@ -75,7 +68,7 @@ def test_no_physical_resolution_asks_for_the_override_and_the_override_works(nam
 
 
 def test_resolution_tags_written_by_tifffile_in_any_unit(tmp_path):
-    img = _smooth_rgb(256, 256)
+    img = smooth_rgb(256, 256)
     for unit, res in (("CENTIMETER", 40000.0), ("INCH", 101600.0)):  # both 0.25 µm/px
         path = tmp_path / f"{unit}.tif"
         tifffile.imwrite(path, img, tile=(128, 128), resolution=(res, res), resolutionunit=unit)
@@ -121,7 +114,7 @@ def test_ome_without_physical_size_asks_for_the_override():
 
 def test_vendor_pixel_size_sources_written_here(tmp_path):
     """Philips' DICOM_PIXEL_SPACING (mm, row then column) and Ventana BIF's XMP ScanRes (µm)."""
-    img = _smooth_rgb(256, 256)
+    img = smooth_rgb(256, 256)
     philips = ('<?xml version="1.0" encoding="UTF-8" ?><DataObject ObjectType="DPUfsImport">'
                '<Attribute Name="DICOM_PIXEL_SPACING" Group="0x0028" Element="0x0030" PMSVR="IDoubleArray">'
                '"0.0005" "0.00025"</Attribute></DataObject>')
@@ -138,7 +131,7 @@ def test_vendor_pixel_size_sources_written_here(tmp_path):
 
 def _rounded_pyramid(path: Path) -> tuple[np.ndarray, float]:
     """A lossless pyramid whose levels are exact area averages at scanner-rounded sizes (1000 → 333 → 111)."""
-    base = _smooth_rgb(750, 1000, seed=3)
+    base = smooth_rgb(750, 1000, seed=3)
     levels = [base, cv2.resize(base, (333, 250), interpolation=cv2.INTER_AREA),
               cv2.resize(base, (111, 83), interpolation=cv2.INTER_AREA)]
     with tifffile.TiffWriter(path) as w:
@@ -169,7 +162,7 @@ def test_levels_with_rounded_sizes_are_read_at_their_true_per_axis_scale(tmp_pat
 
 def test_a_label_stored_before_the_pyramid_is_never_taken_for_the_slide(tmp_path):
     label = np.full((300, 200, 3), 20, np.uint8)
-    slide = _smooth_rgb(1024, 1536)
+    slide = smooth_rgb(1024, 1536)
     with tifffile.TiffWriter(tmp_path / "label_first.tif") as w:
         w.write(label, description="label 200x300")
         w.write(slide, tile=(256, 256), subifds=1, resolution=(40000, 40000), resolutionunit="CENTIMETER")
@@ -226,13 +219,7 @@ def test_a_damaged_tile_is_named_by_its_level0_position():
 
 
 def test_a_cut_short_jpeg_tile_is_detected_not_decoded_into_grey(tmp_path):
-    path = tmp_path / "cut.tif"
-    tifffile.imwrite(path, _smooth_rgb(512, 512), tile=(256, 256), compression="jpeg",
-                     resolution=(20000, 20000), resolutionunit="CENTIMETER")
-    with tifffile.TiffFile(path, mode="r+") as t:
-        counts = list(t.pages[0].databytecounts)
-        counts[3] //= 2  # the writer stopped half-way through tile (1, 1)
-        t.pages[0].tags["TileByteCounts"].overwrite(counts)
+    path = write_cut_short_jpeg(tmp_path / "cut.tif")  # the writer stopped half-way through tile (1, 1)
     with open_slide(str(path)) as s:
         s.read_region(0, 0, 256, 256, 0.5)
         with pytest.raises(SlideError, match=r"damaged tile at level-0 \(256, 256\).*end-of-image"):
@@ -240,7 +227,7 @@ def test_a_cut_short_jpeg_tile_is_detected_not_decoded_into_grey(tmp_path):
 
 
 def test_an_untiled_image_decodes_each_strip_once_and_huge_strips_are_refused(tmp_path, monkeypatch):
-    img = _smooth_rgb(600, 800)
+    img = smooth_rgb(600, 800)
     tifffile.imwrite(tmp_path / "strip.tif", img, rowsperstrip=600, compression="zlib",
                      resolution=(20000, 20000), resolutionunit="CENTIMETER")
     with open_slide(str(tmp_path / "strip.tif")) as s:

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any
@@ -53,8 +53,6 @@ DEFAULT_TILE_SIZE = 224
 DEFAULT_MPP = 0.5
 # Tiles per plan chunk: big enough to amortize task overhead, small enough to spread one slide over workers.
 CHUNK_TILES = 256
-# Longest run of adjacent tiles read as one region (bounds the strip's memory).
-MAX_RUN = 16
 # `--batch-size auto`: tiles per batch Ray Data hands an encoder actor. On a GPU the actor then probes, once, the
 # power-of-two chunk that fills its GPU (TorchEncoder.fit_batch: up to this, while it fits and still speeds the
 # model up) and runs each batch in such chunks; 512 tiles of 224 px are 77 MB of uint8, a few in flight per
@@ -200,31 +198,10 @@ def plan_slide(rec: dict, config: EncodeConfig, digest: str, shash: str) -> list
 
 # -- stage 2: read tiles (CPU tasks) --------------------------------------------------------------
 
-def _runs(row: np.ndarray, col: np.ndarray) -> Iterator[tuple[int, int]]:
-    """[start, end) index ranges of tiles that are horizontally adjacent in one grid row."""
-    start = 0
-    for i in range(1, len(row) + 1):
-        if i == len(row) or row[i] != row[start] or col[i] != col[i - 1] + 1 or i - start >= MAX_RUN:
-            yield start, i
-            start = i
-
-
-def read_tiles(slide, x: np.ndarray, y: np.ndarray, row: np.ndarray, col: np.ndarray,
-               spec: GridSpec) -> np.ndarray:
-    """Tiles (N, T, T, 3) at the grid's mpp; adjacent tiles are read as one strip so each JPEG tile decodes once."""
-    t, step = spec.tile_size, spec.step
-    out = np.empty((len(x), t, t, 3), np.uint8)
-    for a, b in _runs(row, col):
-        k = b - a
-        strip = slide.read_region(int(x[a]), int(y[a]), (k - 1) * step + t, t, spec.mpp)
-        for j in range(k):
-            out[a + j] = strip[:, j * step: j * step + t]
-    return out
-
-
 def _read_cached(uri: str, opts: str, mpp: float | None, cols: dict[str, np.ndarray], spec: GridSpec,
                  reader: str) -> np.ndarray:
-    return read_tiles(open_slide_cached(uri, opts, mpp, reader), cols["x"], cols["y"], cols["row"], cols["col"], spec)
+    # Each compressed tile the chunk's tiles cover is decoded once (Slide.read_tiles).
+    return open_slide_cached(uri, opts, mpp, reader).read_tiles(cols["x"], cols["y"], spec.tile_size, spec.mpp)
 
 
 def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, np.ndarray]:

@@ -302,6 +302,60 @@ class Slide:
         dx, dy = self._scale[level]
         return self._read_at(level, (x / dx, (x + width * sx) / dx), (y / dy, (y + height * sy) / dy), width, height)
 
+    def read_tiles(self, x: np.ndarray, y: np.ndarray, tile_size: int, mpp: float) -> np.ndarray:
+        """Tiles (N, T, T, 3) uint8 at exactly `mpp` µm/px whose top-lefts are level-0 (x[k], y[k]): the pixels of
+        `read_region(x[k], y[k], T, T, mpp)` for each k (same level, per-axis scale, resampling, white outside),
+        read at once.
+
+        Where the backend decodes tiles itself (tiffslide), each compressed source tile the tiles reach is decoded
+        once per call, and a tile whose box is whole level pixels of its own size (the grid at a level's own mpp,
+        aligned) is cut straight from the decoded tiles, never resampled; others (OpenSlide) read tile by tile.
+        """
+        x = np.asarray(x).astype(np.int64, copy=False).ravel()
+        y = np.asarray(y).astype(np.int64, copy=False).ravel()
+        t = int(tile_size)
+        if x.shape != y.shape or t < 1:
+            raise SlideError(self.uri, f"cannot read {len(x)} x and {len(y)} y positions of {tile_size}-px tiles; "
+                                       "pass one x and one y per tile and a positive tile size")
+        sx, sy = self._scales(mpp)
+        level = self.level_for_scale((sx, sy))
+        dx, dy = self._scale[level]
+        out = np.empty((len(x), t, t, 3), np.uint8)
+        if not len(x):
+            return out
+        # The level-pixel box of every tile, computed as `read_region` / `_read_at` compute it.
+        u0, u1, v0, v1 = x / dx, (x + t * sx) / dx, y / dy, (y + t * sy) / dy
+        ix0, iy0 = np.floor(u0 + _SNAP).astype(np.int64), np.floor(v0 + _SNAP).astype(np.int64)
+        ix1 = np.maximum(ix0 + 1, np.ceil(u1 - _SNAP).astype(np.int64))
+        iy1 = np.maximum(iy0 + 1, np.ceil(v1 - _SNAP).astype(np.int64))
+        bw, bh = ix1 - ix0, iy1 - iy0
+        a0, a1, b0, b1 = u0 - ix0, u1 - ix0, v0 - iy0, v1 - iy0
+        whole = np.maximum.reduce([np.abs(a0), np.abs(b0), np.abs(a1 - bw), np.abs(b1 - bh)]) < _SNAP
+        exact = whole & (bw == t) & (bh == t)  # `_resample` would return the box as it is
+
+        def finish(k: int, box: np.ndarray) -> None:
+            if not exact[k]:
+                out[k] = _resample(box, (float(a0[k]), float(a1[k])), (float(b0[k]), float(b1[k])), t, t)
+            elif box.base is not out:  # boxes of the output's size are written into it by the backend
+                out[k] = box
+
+        boxes = self._reader.read_boxes(level, ix0, iy0, bw, bh, out=out)
+        if boxes is None:  # no direct tile path: the region path, tile by tile
+            for k in range(len(x)):
+                finish(k, self._read_box(level, int(ix0[k]), int(iy0[k]), int(bw[k]), int(bh[k])))
+            return out
+        try:
+            for k, box in boxes:
+                finish(k, box)
+        except SlideError:
+            raise
+        except Exception as exc:
+            reason = describe_storage_error(exc) or (f"{type(exc).__name__}: {str(exc)[:200]}; the file's tile "
+                                                     "data may be corrupt")
+            raise SlideError(self.uri, f"reading {len(x)} tiles of level {level} from level-0 ({int(x.min())}, "
+                                       f"{int(y.min())}) failed: {reason}") from exc
+        return out
+
     def thumbnail(self, mpp: float) -> np.ndarray:
         """The whole slide at `mpp` µm/px (square pixels), from the coarsest sufficient level in bounded-memory
         chunks."""

@@ -38,7 +38,6 @@ def _slide_probe_tiles(rec, tile_size: int, mpp: float, min_tissue: float, per_c
                        rng: np.random.Generator, storage_options: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Up to `per_class` unambiguous tumour and non-tumour grid tiles of one slide, and their labels."""
     from ..annotations import rasterize, read_annotations
-    from ..encode import read_tiles
     from ..slides import open_slide
     from ..tiling import GridSpec, tile_grid
     from ..tissue import TissueMask, tissue_mask
@@ -62,7 +61,7 @@ def _slide_probe_tiles(rec, tile_size: int, mpp: float, min_tissue: float, per_c
             labels += [label] * len(take)
         idx = np.sort(np.concatenate(picks))
         order = np.argsort(np.concatenate(picks))
-        tiles = read_tiles(slide, grid.x[idx], grid.y[idx], grid.row[idx], grid.col[idx], spec)
+        tiles = slide.read_tiles(grid.x[idx], grid.y[idx], spec.tile_size, spec.mpp)
         return tiles, np.asarray(labels)[order]
 
 

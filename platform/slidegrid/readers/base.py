@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,20 @@ class Reader(ABC):
         Transparent pixels come back white (background, like padding outside the slide).
         Raises SlideError naming the damaged tile's level-0 position when tile data cannot be decoded.
         """
+
+    def read_boxes(self, level: int, x: np.ndarray, y: np.ndarray, width: np.ndarray, height: np.ndarray,
+                   out: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]] | None:
+        """Many boxes of `level` at once, decoding each compressed source tile they cover once per call.
+
+        Box k has its top-left at level pixel (x[k], y[k]) and is width[k] × height[k] (int arrays); it may reach
+        outside the level, which comes back white. Yields (k, RGB uint8 (height[k], width[k], 3)) once per box, in
+        any order; where `out` ((N, H, W, 3)) is given, a box of size (W, H) is written into out[k] and yielded as
+        that view. Same pixels and errors as `read` box by box.
+
+        None here: a backend without a direct tile path, which `Slide` then reads box by box through `read`
+        (the region path). Backends that decode tiles themselves override it.
+        """
+        return None
 
     @abstractmethod
     def close(self) -> None:
