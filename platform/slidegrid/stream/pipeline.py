@@ -295,6 +295,7 @@ def run_stream(spec: StreamSpec, todo: list[SlideRecord], writer: ManifestWriter
         finally:
             bar.close()
             writer.flush()
-    log.debug("%s stream, Ray Data stats:\n%s", spec.name, ds.stats())  # per-stage time (`--debug`)
+    if log.isEnabledFor(logging.DEBUG):  # per-stage time and CPU (`--debug`)
+        log.debug("%s stream, Ray Data stats:\n%s", spec.name, ds.stats())
     remove(staging_root(spec.out), spec.storage_options)
     return StreamResult(coord.tiles, time.time() - t0, coord.extras, coord.columns, coord.bytes)
