@@ -412,11 +412,10 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _metrics_text(test: dict[str, float]) -> str:
-    """'test_auc 0.91 [0.82, 0.97], ...': each test metric with its 95% bootstrap interval."""
-    return ", ".join(f"{k} {v:.4f} [{test.get(k + '_ci_low', float('nan')):.4f}, "
-                     f"{test.get(k + '_ci_high', float('nan')):.4f}]"
-                     for k, v in test.items() if "_ci_" not in k and k != "test_loss")
+def _metrics_text(scored: dict[str, float]) -> str:
+    """'test_auc 0.91 [0.82, 0.97], ...': each metric with its 95% bootstrap interval (losses and counts left out)."""
+    return ", ".join(f"{k} {v:.4f} [{scored[k + '_ci_low']:.4f}, {scored[k + '_ci_high']:.4f}]"
+                     for k, v in scored.items() if k + "_ci_low" in scored)
 
 
 def _register_train(sub: argparse._SubParsersAction) -> None:
@@ -461,10 +460,8 @@ def _predict(args: argparse.Namespace) -> int:
     if args.cohort:
         with open(os.path.join(args.out, "metrics.json")) as f:
             scored = json.load(f)
-        print(f"scored against {args.cohort}: " + (", ".join(
-            f"{k} {v:.4f} [{scored[k + '_ci_low']:.4f}, {scored[k + '_ci_high']:.4f}]"
-            for k, v in scored.items() if k != "slides" and "_ci_" not in k) + f" on {int(scored['slides'])} slides"
-            if scored else "the cohort labels none of the predicted slides"))
+        print(f"scored against {args.cohort}: " + (f"{_metrics_text(scored)} on {int(scored['slides'])} slides"
+                                                   if scored else "the cohort labels none of the predicted slides"))
     return 0
 
 

@@ -54,10 +54,9 @@ def read_parts(uris: list[str], n_tiles: int,
 
     Raises SlidegridError when a tile of 0..n_tiles-1 is missing (a part lost after the driver counted it).
     """
-    fs, _ = filesystem(uris[0], storage_options) if uris else (None, None)
     cols: dict[str, list[np.ndarray]] = {}
     for uri in uris:
-        _, path = filesystem(uri, storage_options)
+        fs, path = filesystem(uri, storage_options)
         with np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False) as part:
             for k in part.files:
                 cols.setdefault(k, []).append(part[k])

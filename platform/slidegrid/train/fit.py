@@ -135,11 +135,13 @@ def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None 
     run_id = model_uri = None
     test: dict[str, float] = {}
     if ckpt_dir:
+        from .grid_data import load_examples
         from .registry import load_checkpoint_model, log_training_run, score_test_set
 
-        test = score_test_set(cfg, load_checkpoint_model(ckpt_dir, cfg)[0])
+        split = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options).split(cfg.val_fold, cfg.test_fold)
+        test = score_test_set(cfg, load_checkpoint_model(ckpt_dir, cfg)[0], split.test)
         if log_to_mlflow:
-            run_id, model_uri = log_training_run(cfg, history, ckpt_dir, test, parent_run_id=parent_run_id)
+            run_id, model_uri = log_training_run(cfg, history, ckpt_dir, test, split, parent_run_id=parent_run_id)
     return FitResult(dict(result.metrics or {}), history, ckpt_dir, run_id, model_uri, test)
 
 

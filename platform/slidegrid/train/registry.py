@@ -12,6 +12,7 @@ import numpy as np
 
 from .checkpoints import read_state
 from .config import TrainConfig
+from .grid_data import Split
 from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 
 
@@ -79,30 +80,28 @@ def _plots(cfg: TrainConfig, model, classes: Sequence[str], out_dir: str, exampl
         plt.close(fig)
 
 
-def score_test_set(cfg: TrainConfig, model) -> dict[str, float]:
-    """The selected model scored once on the test set (`test_*` metrics with 95% bootstrap intervals over
+def score_test_set(cfg: TrainConfig, model, test: Sequence[Any]) -> dict[str, float]:
+    """The selected model scored once on the `test` examples (`test_*` metrics with 95% bootstrap intervals over
     slides); empty when the run has no test set (no --test-fold, no `split` column)."""
     import torch
 
-    from .grid_data import GridCache, load_examples
+    from .grid_data import GridCache
     from .inference import evaluate
 
-    split = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options).split(cfg.val_fold, cfg.test_fold)
-    if not split.test:
+    if not test:
         return {}
-    return evaluate(model, cfg, split.test, GridCache(cfg.storage_options), torch.device("cpu"), prefix="test",
-                    ci=True)
+    return evaluate(model, cfg, test, GridCache(cfg.storage_options), torch.device("cpu"), prefix="test", ci=True)
 
 
 def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: str, test: dict[str, float],
-                     parent_run_id: str | None = None) -> tuple[str, str]:
+                     split: Split, parent_run_id: str | None = None) -> tuple[str, str]:
     """One MLflow run: params, per-epoch metrics, the test metrics, plots and heatmaps of the test slides (else
     the validation slides), the selected model (registered); returns ids."""
     import mlflow
     import torch
     from mlflow.models import infer_signature
 
-    from .grid_data import GridCache, load_examples
+    from .grid_data import GridCache
 
     use_experiment("slidegrid-train", resolve_tracking_uri(cfg.tracking_uri, cfg.out))
     model, classes, code_size = load_checkpoint_model(ckpt_dir, cfg)
@@ -118,8 +117,6 @@ def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: 
         with tempfile.TemporaryDirectory() as d:
             from ..predict import write_heatmaps
 
-            split = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options).split(cfg.val_fold,
-                                                                                             cfg.test_fold)
             shown, part = (split.test, "test") if split.test else (split.val, "validation")
             mlflow.set_tag("slidegrid.split", split.how)
             _plots(cfg, model, classes, d, shown, part)
