@@ -113,6 +113,13 @@ def _balanced(x: np.ndarray, y: np.ndarray, k: int, seed: int) -> tuple[np.ndarr
     return SMOTETomek(smote=smote, random_state=seed).fit_resample(x, y)
 
 
+def vote_winner(votes: np.ndarray) -> np.ndarray:
+    """(n,) codes 0..3 from (n, 4) member votes: the majority, a tie going to the higher metastasis category
+    ("Performance evaluation on CAMELYON17 challenge")."""
+    # argmax returns the first maximum: search the reversed columns so the highest category wins ties.
+    return votes.shape[1] - 1 - np.argmax(votes[:, ::-1], axis=1)
+
+
 class MetastasisClassifier:
     """Random-Forest ensemble typing a lymph node as negative / ITC / micro / macro from heatmap features."""
 
@@ -154,9 +161,7 @@ class MetastasisClassifier:
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         """Codes 0..3 by majority vote; ties go to the higher category."""
-        votes = self.votes(features)
-        # argmax returns the first maximum: search the reversed columns so the highest category wins ties.
-        return votes.shape[1] - 1 - np.argmax(votes[:, ::-1], axis=1)
+        return vote_winner(self.votes(features))
 
     def predict_types(self, features: np.ndarray) -> list[str]:
         """Metastasis type names by majority vote."""

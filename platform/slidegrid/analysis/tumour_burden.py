@@ -28,7 +28,7 @@ class CleanupConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold < 1:
-            raise ConfigError("threshold", f"{self.threshold} is not within (0, 1)")
+            raise ConfigError("--threshold", f"{self.threshold} is not within (0, 1)")
         if min(self.opening_radius, self.max_false_positive, self.max_hole) < 0:
             raise ConfigError("cleanup", "opening radius and size limits must be >= 0 pixels")
 
