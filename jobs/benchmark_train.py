@@ -1,13 +1,14 @@
 """Benchmark: training throughput of the grid models (1 vs 2 Ray Train workers) and AUC by tumour size.
 
-    python jobs/benchmark_train.py [--quick] [--skip-auc] [--skip-throughput]
+    python jobs/benchmark_train.py [--quick] [--skip-results] [--skip-throughput]
 
 (1) Throughput: grids/s (training steps over whole grids, or NIC crops) and peak memory per model, C = 512,
     for grids of 100x100 and 400x400 cells with 1 and 2 Ray Train workers (`fit` on grid files of random
     embeddings), and a single forward+backward of each model on a 1000x1000 grid in a subprocess with a time
     limit (CPU-only here: what does not finish is reported as such).
-(2) Learning: the attention classifier on mean-rgb grids of a synthetic archive; held-out AUC of each tumour-
-    size bin against all held-out normal slides (as NIC's Fig. 6/8 report accuracy by lesion size).
+(2) Results: the attention classifier and the NIC CNN, each with its paper recipe, on mean-rgb grids of a
+    synthetic archive (train / validation / test folds): test AUC and accuracy with 95% bootstrap CIs, test AUC
+    of each lesion-size tercile against all test normals (NIC Fig. 6/8), next to the papers' Camelyon16 numbers.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def throughput_row(root: str, model: str, workers: int) -> dict:
 
     task = "segmentation" if model.startswith("ran-") else "classification"
     cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": os.path.join(root, "cohort.csv"),
-                              "out": tempfile.mkdtemp(), "model": model, "task": task, "epochs": 2, "workers": workers,
+                              "out": tempfile.mkdtemp(), "model": model, "task": task, "recipe": "none", "epochs": 2,
+                              "workers": workers,
                               "val_fold": 0, "patience": 0, "crop": 64, "test_crops": 1, "subgrid": 8,
                               "batch_size": 1, "model_kwargs": MODELS[model]})
     result = fit(cfg, log_to_mlflow=False)
@@ -88,11 +90,48 @@ def _sub(args: list[str], timeout: float) -> dict | None:
     return {**res, "peak_mb": m.peak_bytes / 2**20}
 
 
-def auc_by_size(n_train: int, n_test: int) -> list[tuple[str, int, float]]:
-    """Train the attention classifier on a synthetic archive; held-out AUC per tumour-radius bin."""
-    from slidegrid import metrics
+# What each paper reports for the same model on Camelyon16 (other data: real slides, other encoders).
+PAPER_RESULTS = {
+    "attention": "AUC 0.711 ± 0.001 (FT-R34-AC), 0.590 (PT-R34-AC): attention-gigapixel-classifier Table I",
+    "nic-cnn": "AUC 0.704 ± 0.030 (BiGAN), 0.578 (mean-RGB) on the test set: NIC Table 2",
+}
+
+
+def _synthetic_cohort(root: str, n: int) -> str:
+    """n synthetic slides, half with one lesion of radius 15-300 µm (sub-tile to large, NIC Fig. 6), in 4 folds
+    balanced by label; mean-rgb grids on 64-px tiles. Returns the cohort path; radii in `radius_um`."""
     from slidegrid.encode import EncodeConfig, run_encode
     from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        tumour = i % 2
+        r = float(rng.uniform(15, 300))
+        sid = f"s{i}"
+        truth = write_synthetic_slide(os.path.join(root, f"{sid}.tiff"), SyntheticSpec(
+            width=3072, height=2304, seed=500 + i, n_tumours=tumour, tumour_radius_um=(r, r), n_tissue_blobs=2))
+        rows.append({"slide_id": sid, "uri": os.path.join(root, f"{sid}.tiff"), "label": tumour,
+                     "fold": (i // 2) % 4, "annotation": "",
+                     "radius_um": (truth.tumour_area_um2 / np.pi) ** 0.5 if tumour else 0.0})
+    cohort = os.path.join(root, "cohort.csv")
+    with open(cohort, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    run_encode(EncodeConfig(input=cohort, out=os.path.join(root, "grids"), tile_size=64, dtype="float32",
+                            mlflow=False, progress=False))
+    return cohort
+
+
+def results(n: int, models: list[str], epochs: int | None) -> list[dict]:
+    """Each model trained with its paper recipe (`epochs` None: the recipe's) on folds 2-3 of a synthetic cohort,
+    validated on fold 1 (model selection), scored once on the test fold 0: test AUC / accuracy with 95%
+    bootstrap CIs, and test AUC of each lesion-size tercile against all test normals (NIC Fig. 6/8)."""
+    import pandas as pd
+    import torch
+
+    from slidegrid import metrics
     from slidegrid.train.config import build_train_config
     from slidegrid.train.fit import fit
     from slidegrid.train.grid_data import GridCache, load_examples
@@ -100,65 +139,63 @@ def auc_by_size(n_train: int, n_test: int) -> list[tuple[str, int, float]]:
     from slidegrid.train.registry import load_checkpoint_model
 
     root = tempfile.mkdtemp()
-    rows, radius = [], {}
-    rng = np.random.default_rng(0)
-    for i in range(n_train + n_test):
-        tumour = i % 2
-        r = float(rng.uniform(15, 300))  # from sub-tile lesions to large ones (NIC Fig. 6)
-        sid = f"s{i}"
-        truth = write_synthetic_slide(os.path.join(root, f"{sid}.tiff"), SyntheticSpec(
-            width=3072, height=2304, seed=500 + i, n_tumours=tumour, tumour_radius_um=(r, r), n_tissue_blobs=2))
-        radius[sid] = (truth.tumour_area_um2 / np.pi) ** 0.5 if tumour else 0.0
-        rows.append({"slide_id": sid, "uri": os.path.join(root, f"{sid}.tiff"), "label": tumour,
-                     "fold": 0 if i >= n_train else 1, "annotation": ""})
-    with open(os.path.join(root, "cohort.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    run_encode(EncodeConfig(input=os.path.join(root, "cohort.csv"), out=os.path.join(root, "grids"), tile_size=64,
-                            dtype="float32", mlflow=False, progress=False))
-    cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": os.path.join(root, "cohort.csv"),
-                              "out": os.path.join(root, "out"), "model": "attention", "epochs": 25, "workers": 2,
-                              "val_fold": 0, "optimizer": "adam", "lr": 0.01, "patience": 0,
-                              "model_kwargs": {"maps": 4}})
-    result = fit(cfg, log_to_mlflow=False)
-    model, _, _ = load_checkpoint_model(result.checkpoint_dir, cfg)
-    data = load_examples(cfg.grids, cfg.cohort, "classification")
-    _, test = data.split(0)
-    cache = GridCache()
-    import torch
-
-    scores = {e.slide_id: float(torch.softmax(predict_grid(model, "attention", *cache.get(e.grid)[:2], "cpu"), 0)[1])
-              for e in test}
-    labels = {e.slide_id: e.label for e in test}
-    normals = [s for s in scores if labels[s] == 0]
-    out = []
-    # Terciles of the measured lesion size (equivalent-circle radius of the tumour inside tissue).
-    sizes = sorted(radius[s] for s in scores if labels[s] == 1)
-    edges = [0.0, *np.quantile(sizes, [1 / 3, 2 / 3]), np.inf]
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        name = f"{lo:.0f}-{hi:.0f} µm" if np.isfinite(hi) else f">= {lo:.0f} µm"
-        pos = [s for s in scores if labels[s] == 1 and lo <= radius[s] < hi]
-        if pos:
+    cohort = _synthetic_cohort(root, n)
+    radius = pd.read_csv(cohort).set_index("slide_id")["radius_um"].to_dict()
+    rows = []
+    for model_name in models:
+        # NIC's R = 400 crops would be 400 x 400 zero-padded inputs for these ~48 x 36 grids: crop to the grid.
+        extra = {"crop": 48, "test_crops": 2} if model_name == "nic-cnn" else {}
+        cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": cohort, "model": model_name,
+                                  "out": os.path.join(root, model_name), "test_fold": 0, "workers": 2,
+                                  "epochs": epochs, **extra})
+        t0 = time.perf_counter()
+        result = fit(cfg, log_to_mlflow=False)
+        seconds = time.perf_counter() - t0
+        split = load_examples(cfg.grids, cfg.cohort, cfg.task).split(cfg.val_fold, cfg.test_fold)
+        test = split.test
+        model, _, _ = load_checkpoint_model(result.checkpoint_dir, cfg)
+        cache = GridCache()
+        scores = {}
+        for e in test:
+            dense, mask, grid = cache.get(e.grid)
+            out = predict_grid(model, model_name, dense, mask, "cpu", cfg.test_crops, grid=grid)
+            scores[e.slide_id] = float(torch.softmax(out, 0)[1])
+        labels = {e.slide_id: e.label for e in test}
+        normals = [s for s in scores if labels[s] == 0]
+        sizes = sorted(radius[s] for s in scores if labels[s] == 1)
+        edges = [0.0, *np.quantile(sizes, [1 / 3, 2 / 3]), np.inf]
+        by_size = []
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            pos = [s for s in scores if labels[s] == 1 and lo <= radius[s] < hi]
             ids = pos + normals
-            out.append((name, len(pos), metrics.auc([labels[s] for s in ids], [scores[s] for s in ids])))
-    allpos = [s for s in scores if labels[s] == 1]
-    ids = allpos + normals
-    out.append(("all", len(allpos), metrics.auc([labels[s] for s in ids], [scores[s] for s in ids])))
-    return out
+            name = f"{lo:.0f}-{hi:.0f} µm" if np.isfinite(hi) else f">= {lo:.0f} µm"
+            by_size.append(f"{name}: {metrics.auc([labels[s] for s in ids], [scores[s] for s in ids]):.3f} "
+                           f"(n={len(pos)})")
+        t = result.test
+        rows.append({"model": model_name, "recipe": f"{cfg.recipe} {list(cfg.recipe_overrides) or ''}".strip(),
+                     "train/val/test slides": f"{len(split.train)}/{len(split.val)}/{len(test)}",
+                     "test AUC (95% CI)": f"{t['test_auc']:.3f} ({t['test_auc_ci_low']:.3f}-{t['test_auc_ci_high']:.3f})",
+                     "test accuracy (95% CI)": f"{t['test_accuracy']:.3f} ({t['test_accuracy_ci_low']:.3f}-"
+                                               f"{t['test_accuracy_ci_high']:.3f})",
+                     "test AUC by lesion radius": "; ".join(by_size), "train s": f"{seconds:.0f}",
+                     "paper (Camelyon16, other data)": PAPER_RESULTS.get(model_name, "")})
+    return rows
 
 
 def main() -> None:
     """Run the parts asked for and print their tables."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--skip-auc", action="store_true")
+    p.add_argument("--skip-results", action="store_true")
+    p.add_argument("--result-models", nargs="+", default=["attention", "nic-cnn"], choices=["attention", "nic-cnn"],
+                   help="models of the results table (paper recipes, test-fold metrics)")
     p.add_argument("--skip-throughput", action="store_true")
     p.add_argument("--limit", type=float, default=120, help="seconds allowed per 1000x1000 row")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="models to measure")
     p.add_argument("--row-timeout", type=float, default=900, help="seconds allowed per Ray Train row")
     p.add_argument("--sides", type=int, nargs="+", default=[100, 400], help="grid sides of the throughput rows")
-    p.add_argument("--slides", type=int, default=40, help="train and held-out slides of the AUC part (each)")
+    p.add_argument("--slides", type=int, default=48, help="slides of the results part (4 folds: 2 train, 1 "
+                   "validation, 1 test)")
     p.add_argument("--row", nargs="+", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.row:
@@ -183,13 +220,12 @@ def main() -> None:
             cell = f"> {a.limit:.0f} s (not finished)" if r is None else r.get("error") or \
                 f"{r['seconds']:.1f} s, peak {r['peak_mb']:.0f} MB"
             print(f"| {model} | 1000x1000 | 1 (fwd+bwd, no Ray) | {cell} | |", flush=True)
-    if not a.skip_auc:
-        n = (8, 8) if a.quick else (a.slides, a.slides)
-        print("\n| tumour radius | tumour slides | held-out AUC vs all normal slides |")
-        print("|---|---|---|")
-        for name, k, auc in auc_by_size(*n):
-            print(f"| {name} | {k} | {auc:.3f} |")
-
+    if not a.skip_results:
+        rows = results(16 if a.quick else a.slides, a.result_models, 2 if a.quick else None)
+        print("\n| " + " | ".join(rows[0]) + " |")
+        print("|" + "---|" * len(rows[0]))
+        for r in rows:
+            print("| " + " | ".join(str(v) for v in r.values()) + " |", flush=True)
 
 if __name__ == "__main__":
     main()

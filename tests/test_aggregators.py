@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from slidegrid import metrics
-from slidegrid.grids import dihedral
-from slidegrid.models import build_model
-from slidegrid.models.nic_cnn import gradcam, predict_tta, random_crop
+from slidegrid.grids import Grid
+from slidegrid.models import GridStandardizer, build_model
+from slidegrid.models.nic_cnn import crop_centres, gradcam, predict_tta, training_crop
 from slidegrid.models.ran import Sweep2DLSTM
 
 torch.set_num_threads(2)
@@ -56,24 +57,110 @@ def test_attention_variants(variant):
     assert model.attention_maps(torch.randn(1, 4, 6, 6)).shape[1] == 3 * len(model.branches)
 
 
-def test_nic_tta_is_invariant_to_dihedral_transforms():
-    torch.manual_seed(0)
-    model = build_model("nic-cnn", 4, 2, width=8, depth=4).eval()
-    dense = np.random.default_rng(0).normal(size=(4, 10, 10)).astype(np.float32)
-    mask = np.ones((10, 10), bool)
-    ref = predict_tta(model, dense, mask, crop=10, n_crops=1)
+def _d4(a: np.ndarray, k: int) -> np.ndarray:
+    """grids.TRANSFORMS[k] on the last two axes, spelled out: k quarter turns, then (k >= 4) a left-right mirror."""
+    for _ in range(k % 4):
+        a = np.rot90(a, 1, (-2, -1))
+    return a[..., ::-1] if k >= 4 else a
+
+
+def _window(a: np.ndarray, r: int, c: int, size: int) -> np.ndarray:
+    """The size x size window of a (..., H, W) array whose top-left is (r - size // 2, c - size // 2), zeros
+    beyond the grid."""
+    padded = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(size, size)] * 2)
+    return padded[..., r - size // 2 + size:r - size // 2 + 2 * size, c - size // 2 + size:c - size // 2 + 2 * size]
+
+
+def _tta_case(seed: int = 0):
+    """A 9 x 13 grid with empty cells, and a NIC CNN trained (so it says) on 6 x 6 crops behind a standardizer
+    whose mean is not 0 (so a forward pass without the mask would see empty cells as -mean/std, not 0)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((9, 13), bool)
+    mask[1:8, 2:12] = True
+    mask[4, 5] = mask[2, 9] = False
+    dense = np.where(mask, rng.normal(size=(4, 9, 13)), 0).astype(np.float32)
+    torch.manual_seed(seed)
+    net = build_model("nic-cnn", 4, 2, width=8, depth=2, crop=6)
+    model = GridStandardizer(net, [0.5, -0.3, 0.2, 1.0], [1.5, 0.7, 1.0, 2.0]).eval()
+    return dense, mask, model
+
+
+def _expected_tta(model, views, mask, centres, size):
+    """{(k, centre): logits} of the model on each crop of transform k's view, arranged by k, with its mask."""
+    out = {}
+    with torch.no_grad():
+        for k in range(8):
+            for rc in centres:
+                x = np.ascontiguousarray(_d4(_window(views[k], *rc, size), k))
+                m = np.ascontiguousarray(_d4(_window(mask, *rc, size), k))
+                out[k, rc] = model(torch.from_numpy(x)[None].float(), torch.from_numpy(m)[None])[0]
+    return out
+
+
+def test_nic_tta_is_the_mean_over_8_transforms_x_t_crops_of_the_trained_side():
+    """NIC §3.2/§4.5: T crops x 8 transforms averaged, each crop R x R with R the side the model trained on."""
+    dense, mask, model = _tta_case()
+    centres = crop_centres(mask, 3)
+    assert len(set(centres)) == 3 and all(mask[rc] for rc in centres)
+    outs = _expected_tta(model, [dense] * 8, mask, centres, 6)
+    got = predict_tta(model, dense, mask, n_crops=3)  # R from the model's `crop` buffer
+    torch.testing.assert_close(got, torch.stack(list(outs.values())).mean(0), atol=1e-5, rtol=1e-5)
+    # The model is not dihedral-invariant, so a TTA that skipped transforms would fail the check above.
+    per_k = torch.stack([torch.stack([outs[k, rc] for rc in centres]).mean(0) for k in range(8)])
+    # (Differences of 5e-4 are 50x the tolerance of the equality above.)
+    assert per_k.std(0).max() > 5e-4
+    assert (got - per_k[0]).abs().max() > 5e-4  # differs from the identity-only prediction
+    # Another crop side is another answer: the trained one is what is used.
+    assert (predict_tta(model, dense, mask, crop=10, n_crops=3) - got).abs().max() > 5e-4
+
+
+def test_nic_tta_uses_the_grids_encoded_transforms():
+    """With a --dihedral grid, transform k of each crop holds the tiles' k-th encodings (NIC §3.2)."""
+    dense, mask, model = _tta_case(seed=1)
+    rng = np.random.default_rng(2)
+    row, col = np.nonzero(mask)
+    stack = rng.normal(size=(8, len(row), 4)).astype(np.float32)
+    stack[0] = dense[:, row, col].T
+    grid = Grid(meta={"grid_shape": list(mask.shape), "code_size": 4, "dihedral": True}, row=row, col=col,
+                x=col * 32, y=row * 32, tissue=np.ones(len(row), np.float32), embedding=stack[0], transforms=stack)
+    views = []
     for k in range(8):
-        out = predict_tta(model, np.ascontiguousarray(dihedral(dense, k)), mask, crop=10, n_crops=1)
-        torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+        v = np.zeros_like(dense)
+        v[:, row, col] = stack[k].T
+        views.append(v)
+    centres = crop_centres(mask, 2)
+    outs = _expected_tta(model, views, mask, centres, 6)
+    got = predict_tta(model, dense, mask, n_crops=2, grid=grid)
+    torch.testing.assert_close(got, torch.stack(list(outs.values())).mean(0), atol=1e-5, rtol=1e-5)
+    assert (got - predict_tta(model, dense, mask, n_crops=2)).abs().max() > 5e-4  # not the arrangement-only TTA
 
 
-def test_nic_crops_are_drawn_by_tissue_density():
-    mask = np.zeros((40, 40), bool)
-    mask[25:39, 25:39] = True
-    dense = np.where(mask, 1.0, 0.0)[None].astype(np.float32)
+def test_nic_training_crop_centres_follow_the_distance_to_background():
+    """NIC §3.2: crops "sampled proportionally to the distance to background". Beyond the grid's edge is
+    background too: a tissue cell on the edge weighs 1, like one beside glass."""
+    mask = np.zeros((12, 14), bool)
+    mask[0:7, 2:11] = True  # a block on the top edge
+    mask[9:11, 3:5] = True  # a 2 x 2 speck
+    mask[10, 9:14] = True  # a strip out to the right edge
+    background = np.argwhere(~np.pad(mask, 1)) - 1
+    expected = np.zeros(mask.shape)
+    for r, c in np.argwhere(mask):
+        expected[r, c] = np.sqrt(((background - (r, c)) ** 2).sum(1)).min()
+    expected /= expected.sum()
+    # The layout tells the paper's weights from a uniform draw on tissue and from an edge-blind distance.
+    edge_blind = ndimage.distance_transform_edt(mask)
+    for other in (mask / mask.sum(), edge_blind / edge_blind.sum()):
+        assert 0.5 * np.abs(expected - other).sum() > 0.14
+    # Each cell's embedding is its (row, col); an odd crop side keeps the centre cell in the middle under D4.
+    dense = np.stack(np.indices(mask.shape)).astype(np.float32)
     rng = np.random.default_rng(0)
-    hits = [random_crop(dense, mask, 6, rng)[1][3, 3] for _ in range(200)]
-    assert np.mean(hits) > 0.95  # crop centres land on tissue
+    counts = np.zeros(mask.shape)
+    n = 8000
+    for _ in range(n):
+        x, m = training_crop(dense, mask, 5, rng)
+        assert m[2, 2]
+        counts[int(x[0, 2, 2]), int(x[1, 2, 2])] += 1
+    assert 0.5 * np.abs(counts / n - expected).sum() < 0.06  # sampling noise here is about 0.04
 
 
 def _naive_sweep(sweep: Sweep2DLSTM, x: torch.Tensor) -> torch.Tensor:
@@ -188,3 +275,19 @@ def test_ran_lstm_stays_finite_on_whole_slides_and_matches_its_sub_grids():
     again = build_model("ran-lstm", 32, 2, hidden=32, layers=2)
     again.load_state_dict(build_model("ran-lstm", 32, 2, hidden=32, layers=2, window=6).state_dict())
     assert int(again.window) == 6
+
+
+def test_ran_cnn_predicts_a_slide_in_windows_of_its_training_sub_grids():
+    """RAN §4: RAN-CNN also sees 8 x 8 2D-grids in training and validation; on a whole grid it answers with the
+    same windows (half-overlapping, averaged), so a cell never gets neighbours the sub-grids never had."""
+    torch.manual_seed(0)
+    model = build_model("ran-cnn", 4, 2, width=16, window=8).eval()
+    x = torch.randn(1, 4, 24, 24)
+    with torch.no_grad():
+        windowed, whole = model(x), model.sweep(x)
+        assert not torch.allclose(windowed, whole, atol=1e-4)  # the whole-grid pass differs near window borders
+        model.stride = 8
+        tiled = model(x)
+        for i in range(0, 24, 8):
+            for j in range(0, 24, 8):
+                torch.testing.assert_close(tiled[..., i:i + 8, j:j + 8], model.sweep(x[..., i:i + 8, j:j + 8]))

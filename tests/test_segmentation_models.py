@@ -1,16 +1,28 @@
-"""Segmentation networks (DigiPathAI ensemble members, MRN), encoder freezing and the hybrid loss."""
+"""Segmentation networks (DigiPathAI ensemble members, MRN), their ImageNet encoder weights, encoder freezing and
+the hybrid loss."""
 
 from __future__ import annotations
 
+import logging
+import socket
+
 import numpy as np
 import pytest
+import timm
 import torch
+from safetensors.torch import save_file
 
 from slidegrid.errors import ConfigError
 from slidegrid.losses import HybridLoss
 from slidegrid.models import build_model
 from slidegrid.models.mrn import MRN
-from slidegrid.models.segmentation import ARCHITECTURES, encoder_frozen, set_encoder_trainable
+from slidegrid.models.segmentation import (
+    ARCHITECTURES,
+    encoder_frozen,
+    find_encoder_weights,
+    set_encoder_trainable,
+)
+from slidegrid.train.seg_config import TINY_SMP
 
 TINY = {"encoder": "resnet18", "encoder_depth": 3}
 
@@ -185,3 +197,127 @@ def test_hybrid_loss_is_lower_for_a_better_prediction():
     noise = torch.randn(2, 2, 16, 16)
     assert loss(good, target) < loss(good + 2 * noise, target) < loss(bad, target)
     assert loss(10 * (2 * onehot - 1), target) < 0.01
+
+
+# -- ImageNet encoder weights (DigiPathAI "Training"): from a file or the local caches, never downloaded ----------
+
+TIMM_TINY = TINY_SMP["encoder"][3:]
+
+
+@pytest.fixture
+def no_network(monkeypatch, tmp_path):
+    """Empty Hugging Face and torch-hub caches, the Hub not marked offline, and every socket connection recorded
+    and refused: the lookup must not even try."""
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    attempts: list = []
+
+    def refuse(sock, address):
+        attempts.append(address)
+        raise OSError("network access from a test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts
+
+
+def _timm_state(seed: int) -> dict[str, torch.Tensor]:
+    """A tiny timm classifier's state dict, the layout timm publishes ImageNet weights in."""
+    torch.manual_seed(seed)
+    state = timm.create_model(TIMM_TINY).state_dict()
+    for k, v in state.items():  # distinctive batch-norm statistics too, so a fresh init cannot match them
+        if k.endswith(("running_mean", "running_var")):
+            v.copy_(torch.rand_like(v) + 0.5)
+    return state
+
+
+def _encoder_matches(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> bool:
+    own = model.encoder.model.state_dict()
+    return all(torch.equal(v, state[k]) for k, v in own.items() if not k.endswith("num_batches_tracked"))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_encoder_weights_file_is_loaded_exactly(suffix, tmp_path, no_network):
+    state = _timm_state(1)
+    path = str(tmp_path / f"encoder{suffix}")
+    save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
+    weights = find_encoder_weights(TINY_SMP["encoder"], path)
+    assert weights.pretrained and weights.source == f"file:{path}" and len(weights.digest) == 16
+    unet = build_model("unet-densenet121", 3, 2, **TINY_SMP, encoder_weights=weights)
+    assert _encoder_matches(unet, state)
+    assert not _encoder_matches(build_model("unet-densenet121", 3, 2, **TINY_SMP), state)  # not by chance
+    # DeepLabV3+ runs the same timm encoder dilated (output stride 8): the same file fits.
+    deeplab = build_model("deeplabv3plus-xception", 3, 2, encoder=TINY_SMP["encoder"], encoder_depth=3,
+                          encoder_weights=weights)
+    assert _encoder_matches(deeplab, state)
+    assert no_network == []
+
+
+def test_encoder_weights_come_from_the_local_caches(tmp_path, no_network):
+    # smp's own encoder (resnet18): smp-hub's layout, in the Hugging Face cache as smp downloads it (by commit).
+    torch.manual_seed(2)
+    published = build_model("unet-densenet121", 3, 2, **TINY).encoder.state_dict()
+    snapshot = tmp_path / "hf" / "models--smp-hub--resnet18.imagenet" / "snapshots" / "0123abcd"
+    snapshot.mkdir(parents=True)
+    save_file(published, str(snapshot / "model.safetensors"))
+    weights = find_encoder_weights("resnet18")
+    assert weights.source == "hf-cache:smp-hub/resnet18.imagenet"
+    model = build_model("unet-densenet121", 3, 2, **TINY, encoder_weights=weights)
+    assert all(torch.equal(v, published[k]) for k, v in model.encoder.state_dict().items())
+    # A timm encoder: timm's file in torch hub's checkpoints folder (what timm's URL download leaves).
+    state = _timm_state(3)
+    hub = tmp_path / "torch" / "hub" / "checkpoints"
+    hub.mkdir(parents=True)
+    torch.save(state, hub / "mobilenetv3_small_050_lambc-4b7bbe87.pth")
+    weights = find_encoder_weights(TINY_SMP["encoder"])
+    assert weights.source == f"torch-hub:{hub / 'mobilenetv3_small_050_lambc-4b7bbe87.pth'}"
+    assert _encoder_matches(build_model("unet-densenet121", 3, 2, **TINY_SMP, encoder_weights=weights), state)
+    assert no_network == []
+
+
+def test_weights_that_do_not_fit_the_encoder_are_refused(tmp_path, no_network):
+    state = _timm_state(1)
+    # timm loads a features-only model leniently: a missing tensor would silently stay random.
+    partial = {k: v for k, v in state.items() if k != "bn1.weight"}
+    other = timm.create_model("resnet18").state_dict()
+    for name, bad in (("partial", partial), ("resnet18", other)):
+        path = str(tmp_path / f"{name}.safetensors")
+        save_file(bad, path)
+        with pytest.raises(ConfigError, match="do not match|mis-shaped|missing"):
+            build_model("unet-densenet121", 3, 2, **TINY_SMP,
+                        encoder_weights=find_encoder_weights(TINY_SMP["encoder"], path))
+    # smp's own encoders load strictly too (a stage missing from the file).
+    path = str(tmp_path / "resnet18-partial.pt")
+    torch.save({k: v for k, v in build_model("unet-densenet121", 3, 2, **TINY).encoder.state_dict().items()
+                if not k.startswith("layer1.")}, path)
+    with pytest.raises(ConfigError, match="do not fit encoder resnet18"):
+        build_model("unet-densenet121", 3, 2, **TINY, encoder_weights=find_encoder_weights("resnet18", path))
+    with pytest.raises(ConfigError, match="encoder weights file not found"):
+        find_encoder_weights("resnet18", str(tmp_path / "nope.pth"))
+    assert no_network == []
+
+
+def test_missing_weights_mean_one_warning_and_random_init(tmp_path, no_network, caplog):
+    from slidegrid.train.seg_config import SegTrainConfig
+    from slidegrid.train.seg_fit import plan_encoder_weights
+    from slidegrid.train.seg_loop import build_member
+
+    cfg = SegTrainConfig(cohort=str(tmp_path / "c.csv"), out=str(tmp_path / "o"), tiny=True,
+                         members=("unet-densenet121", "deeplabv3plus-xception"))
+    with caplog.at_level(logging.INFO, logger="slidegrid"):
+        found = plan_encoder_weights(cfg)
+    assert {m: w.source for m, w in found.items()} == {"unet-densenet121": "random", "deeplabv3plus-xception": "random"}
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1  # one for the run, naming every member and how to supply its weights
+    for text in ("--encoder-weights unet-densenet121=FILE", "--encoder-weights deeplabv3plus-xception=FILE",
+                 f"hf download timm/{TIMM_TINY}.lamb_in1k model.safetensors", str(tmp_path / "hf"),
+                 str(tmp_path / "torch" / "hub" / "checkpoints"), "--encoder-weights random"):
+        assert text in warnings[0]
+    model, weights = build_member(cfg, "unet-densenet121")  # trains from random initialisation, never frozen
+    assert not weights.pretrained and cfg.freeze_epochs_for("unet-densenet121", weights.pretrained) == 0
+    assert not encoder_frozen(model)
+    caplog.clear()
+    plan_encoder_weights(SegTrainConfig(cohort="c", out="o", tiny=True, encoder_weights="random"))
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # asked for: no warning
+    assert no_network == []

@@ -12,6 +12,7 @@ from typing import Any
 
 from . import __version__
 from .errors import SlidegridError
+from .runtime import ray_log_path, ray_logs_to
 from .storage import parse_storage_options
 
 Handler = Callable[[argparse.Namespace], int]
@@ -240,7 +241,7 @@ def _encode(args: argparse.Namespace) -> int:
         input=args.input, out=args.out, encoder=args.encoder, weights=args.weights, mpp=args.mpp,
         tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp,
         remove_ink=not args.keep_ink, batch_size=args.batch_size, torch_compile=args.compile, dtype=args.dtype,
-        overwrite=args.overwrite, mpp_override=args.mpp_override, reader=args.reader,
+        overwrite=args.overwrite, mpp_override=args.mpp_override, reader=args.reader, dihedral=args.dihedral,
         storage_options=parse_storage_options(args.storage_options), actors=args.actors, amp=args.amp,
         data_cpus=args.data_cpus, tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow, progress=not args.no_progress)
     report = run_encode(config)
@@ -305,6 +306,10 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16", help="autocast on GPU")
     p.add_argument("--compile", action="store_true", help="torch.compile the encoder in each actor (faster "
                    "big models on GPU once compiled; the first batches wait a minute or more for it)")
+    p.add_argument("--dihedral", action="store_true", help="also encode every tile rotated and mirrored (the 8 "
+                   "elements of D4, NIC §3.2): 8 embeddings per tile in the grid's `transform` column, 8x the "
+                   "encoding time; nic-cnn training and test-time averaging then use them (other readers get "
+                   "the untransformed tiles)")
     p.add_argument("--overwrite", action="store_true", help="redo slides whose grids already exist")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
                    "else SQLite under --out)")
@@ -354,6 +359,10 @@ def add_train_arguments(p: argparse.ArgumentParser, concurrent: bool = False) ->
     p.add_argument("--out", required=True, help="output folder (checkpoints, MLflow store, plots)")
     p.add_argument("--model", default=None, help="attention | nic-cnn | ran-cnn | ran-lstm (default attention)")
     p.add_argument("--task", default=None, help="classification | regression | segmentation")
+    p.add_argument("--recipe", default=None, choices=("paper", "none"),
+                   help="paper (default): the model's paper settings (optimizer, schedule in optimizer steps sized "
+                        "on the paper's cohort, augmentation; README 'Training recipes'); none: slidegrid's "
+                        "generic defaults. Explicit options still win and are recorded as recipe_overrides")
     p.add_argument("--config", default=None, help="YAML file of training options (epochs, lr, optimizer, ...)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
@@ -374,8 +383,8 @@ def add_train_arguments(p: argparse.ArgumentParser, concurrent: bool = False) ->
 def _train_config(args: argparse.Namespace):
     from .train.config import build_train_config
 
-    overrides = {k: getattr(args, k) for k in ("grids", "cohort", "out", "model", "task", "epochs", "lr",
-                                               "batch_size", "val_fold", "test_fold", "workers", "gpus_per_worker",
+    overrides = {k: getattr(args, k) for k in ("grids", "cohort", "out", "model", "task", "recipe", "epochs",
+                                               "lr", "batch_size", "val_fold", "test_fold", "workers", "gpus_per_worker",
                                                "storage", "name", "tracking_uri", "register_as", "cpus_per_worker",
                                                "start_timeout_s")}
     overrides["storage_options"] = parse_storage_options(args.storage_options) or None
@@ -548,11 +557,11 @@ def _train_seg(args: argparse.Namespace) -> int:
     from .train.seg_config import SegTrainConfig
     from .train.seg_fit import summary, train_segmentation
 
-    values = _given(args, "cohort", "out", "model", "epochs", "lr", "lr_step", "lr_gamma", "freeze_epochs",
-                    "patience", "batch_size", "patch_size", "mpp", "patches_per_slide", "val_patches_per_slide",
-                    "encoder", "encoder_depth", "val_fold", "workers", "gpus_per_worker", "storage", "name",
-                    "tracking_uri", "register_as", "seed", "cpus_per_worker", "data_cpus", "start_timeout_s",
-                    "max_concurrent")
+    values = _given(args, "cohort", "out", "model", "epochs", "loss", "lr", "l2", "lr_step", "lr_gamma",
+                    "freeze_epochs", "patience", "batch_size", "patch_size", "mpp", "patches_per_slide",
+                    "val_patches_per_slide", "encoder", "encoder_depth", "encoder_weights", "val_fold", "workers",
+                    "gpus_per_worker", "storage", "name", "tracking_uri", "register_as", "seed", "cpus_per_worker",
+                    "data_cpus", "start_timeout_s", "max_concurrent")
     if args.members:
         values["members"] = tuple(m.strip() for m in args.members.split(",") if m.strip())
     if args.mpps:
@@ -562,14 +571,15 @@ def _train_seg(args: argparse.Namespace) -> int:
     report = train_segmentation(cfg)
     for row in summary(report):
         print(f"member {row['member']} (validated on fold {row['val_fold']}): best epoch {row['epoch']}, "
-              f"val_loss {row['val_loss']:.4f}, val_dice {row['val_dice']:.4f}")
+              f"val_loss {row['val_loss']:.4f}, val_dice {row['val_dice']:.4f}; encoder weights "
+              f"{row['encoder_weights']}")
     print(f"ensemble: {report.checkpoint}")
     print(f"model: {report.model_uri}")
     return 0
 
 
 def _register_train_seg(sub: argparse._SubParsersAction) -> None:
-    from .train.seg_config import SEG_MODELS
+    from .train.seg_config import LOSSES, SEG_MODELS, TINY_PATCH, recipe_defaults
 
     p = sub.add_parser("train-seg", help="train tumour segmentation members / an ensemble on annotated slides",
                        description="Patches streamed from slides + annotations (Ray Data), one Ray Train run per "
@@ -581,19 +591,30 @@ def _register_train_seg(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--members", default=None, help="ensemble members, comma-separated (default: the paper's "
                    "unet-densenet121,unet-inceptionresnetv2,deeplabv3plus-xception), one fold each")
     p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--lr-step", type=int, default=None, help="epochs between LR decays")
+    # Unset recipe flags take each member's paper recipe (seg_config.SEG_RECIPES); given ones are recorded.
+    p.add_argument("--loss", default=None, choices=LOSSES, help="hybrid: DigiPathAI's CE + Dice; bce: "
+                   f"binary cross-entropy on the tumour channel (recipes: {recipe_defaults('loss')})")
+    p.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (recipes: {recipe_defaults('lr')})")
+    p.add_argument("--l2", type=float, default=None, help="lambda of the L2 penalty on convolution kernels "
+                   f"(recipes: {recipe_defaults('l2')})")
+    p.add_argument("--lr-step", type=int, default=None, help="epochs between LR decays, 0: none (recipes: "
+                   f"{recipe_defaults('lr_step')})")
     p.add_argument("--lr-gamma", type=float, default=None)
-    p.add_argument("--freeze-epochs", type=int, default=None, help="epochs with the encoder frozen (default 2)")
+    p.add_argument("--freeze-epochs", type=int, default=None, help="epochs a pretrained encoder stays frozen; a "
+                   f"randomly initialised one never is (recipes: {recipe_defaults('freeze_epochs')})")
     p.add_argument("--patience", type=int, default=None, help="early stopping patience on val loss (0: off)")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--patch-size", type=int, default=None, help="training patch side in px (default 256)")
+    p.add_argument("--batch-size", type=int, default=None, help=f"recipes: {recipe_defaults('batch_size')}")
+    p.add_argument("--patch-size", type=int, default=None, help="training patch side in px (recipes: "
+                   f"{recipe_defaults('patch_size')}; --tiny at most {TINY_PATCH})")
     p.add_argument("--mpp", type=float, default=None, help="patch resolution in µm/px (default 0.5)")
     p.add_argument("--mpps", default=None, help="MRN resolutions, comma-separated (default mpp x 1,2,4,8)")
     p.add_argument("--patches-per-slide", type=int, default=None, help="training patches per slide and epoch")
     p.add_argument("--val-patches-per-slide", type=int, default=None)
     p.add_argument("--encoder", default=None, help="encoder override for U-Net/DeepLab members (smp/timm name)")
     p.add_argument("--encoder-depth", type=int, default=None, help="encoder stages, 3..5")
+    p.add_argument("--encoder-weights", default=None, help="ImageNet encoder weights: auto (default: the local "
+                   "Hugging Face / torch-hub cache, never downloaded; else random init and a warning), random, FILE "
+                   "(.safetensors/.pth state dict), or MEMBER=FILE,... per ensemble member")
     p.add_argument("--tiny", action="store_true", help="small members for CPU smoke runs and tests")
     p.add_argument("--no-augment", action="store_true", help="no flips/rotations/blur/colour jitter")
     p.add_argument("--val-fold", type=int, default=None, help="single member: fold held out (default lowest)")
@@ -771,7 +792,8 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=4096, help="slide width in pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the attention paper's "
+                   "recipe, 35 epochs of 38 optimizer steps at batch 64)")
     p.set_defaults(func=_demo)
 
 
@@ -814,8 +836,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # Ray's own logs go to a file beside the outputs; --debug keeps them on the terminal.
+    ray_log = None if args.debug else ray_log_path(getattr(args, "out", None))
     try:
-        return int(args.func(args) or 0)
+        with ray_logs_to(ray_log):
+            return int(args.func(args) or 0)
     except SlidegridError as exc:
         if args.debug:
             raise

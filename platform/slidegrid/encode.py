@@ -7,6 +7,12 @@
 NIC §2 (papers/nic-neural-image-compression.txt) and the attention paper's "Grid-based Feature Extraction":
 a slide becomes an (H, W, C) grid whose cells keep their spatial arrangement. Slides are independent units:
 each is written whole, atomically, and skipped on re-run when a grid with the same settings hash exists.
+
+`--dihedral` (NIC §3.2: "90-degree rotation and mirroring, encoding each image 8 times"): the actors encode every
+tile under the 8 elements of D4 (grids.TRANSFORMS) in the same stream, and the slide's one grid file keeps the
+8 embeddings per tile in its `transform` column. Rotating the whole slide is transforming the cell arrangement
+and every tile alike; the grid keeps the tiles' transformed embeddings at their untransformed cells, and the
+trainer arranges them (models/nic_cnn.py).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from .archive import SlideRecord, scan_archive
 from .encoders import EncoderSpec, build_encoder
 from .encoders.preset import find_preset
 from .errors import ConfigError, error_text
-from .grids import grid_table, grid_uri, read_grid_meta, write_grid
+from .grids import TRANSFORMS, dihedral, grid_table, grid_uri, read_grid_meta, write_grid
 from .manifest import STATUSES, ManifestWriter, SlideResult
 from .placement import PoolPlan
 from .readers import check_reader
@@ -85,6 +91,7 @@ class EncodeConfig:
     data_cpus: float | None = None  # CPUs no encoder actor may take (None: planned, placement.py)
     amp: str = "bf16"
     torch_compile: bool = False  # --compile: torch.compile the encoder in each actor
+    dihedral: bool = False  # --dihedral: encode each tile 8 times, once per element of D4 (NIC §3.2)
     tracking_uri: str | None = None
     mlflow: bool = True
     progress: bool = True
@@ -144,6 +151,8 @@ def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
     }
     if find_preset(config.encoder):  # other encoders keep the hash (and the grids) they had
         settings["preset_version"] = encoder_meta(config)["preset_version"]
+    if config.dihedral:  # unflagged runs keep theirs; a resumed archive never mixes the two kinds of grid
+        settings["dihedral"] = True
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -176,8 +185,8 @@ def plan_slide(rec: dict, config: EncodeConfig, digest: str, shash: str) -> list
         return [_marker(sid, uri, "failed", error_text(exc), meta)]
     meta.update({
         **grid.geometry(), "encoder": config.encoder, **encoder_meta(config), "weights_digest": digest,
-        "settings_hash": shash, "dtype": config.dtype, "reader": slide.info.reader, "mpp_source": slide.info.mpp_source,
-        "tissue_mpp": config.tissue_mpp, "tissue_fraction": float(mask.fraction),
+        "settings_hash": shash, "dtype": config.dtype, "dihedral": config.dihedral, "reader": slide.info.reader,
+        "mpp_source": slide.info.mpp_source, "tissue_mpp": config.tissue_mpp, "tissue_fraction": float(mask.fraction),
         "ink_fraction": float(mask.ink_fraction),
         "slidegrid_version": __version__, "plan_seconds": time.time() - t0,
     })
@@ -239,10 +248,11 @@ def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, 
 # -- stage 3: encoder actors ---------------------------------------------------------------------
 
 class EncodeActor:
-    """Holds one encoder (on its GPU when it has one) and embeds batches of tiles."""
+    """Holds one encoder (on its GPU when it has one) and embeds batches of tiles; with `dihedral`, each tile under
+    the 8 elements of D4 (grids.TRANSFORMS)."""
 
     def __init__(self, spec: EncoderSpec, dtype: str, torch_threads: int | None, batch_size: int | str = "auto",
-                 tile_size: int = 224) -> None:
+                 tile_size: int = 224, dihedral: bool = False) -> None:
         if torch_threads:
             import torch
 
@@ -250,6 +260,7 @@ class EncodeActor:
         # Built here, once per actor (one per GPU): never on the driver or in a read task.
         self.encoder = build_encoder(spec)
         self.dtype = np.dtype(dtype)
+        self.dihedral = dihedral
         # Tiles per forward pass: --batch-size, or on a GPU with "auto" the chunk that fills it (probed now).
         self.chunk = batch_size if batch_size != "auto" else AUTO_BATCH.get(spec.device, AUTO_BATCH["cpu"])
         if hasattr(self.encoder, "fit_batch"):
@@ -258,9 +269,14 @@ class EncodeActor:
             self.encoder.max_batch = self.chunk
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Replace the image column by the embedding column."""
+        """Replace the (B, t, t, 3) image column by the embedding column: (B, C), or (B, 8, C) with `dihedral`."""
         images = batch.pop("image")
-        batch["embedding"] = self.encoder.encode(images).astype(self.dtype)
+        if not self.dihedral:
+            batch["embedding"] = self.encoder.encode(images).astype(self.dtype)
+            return batch
+        # One transform at a time: the batch size that fills the device stays the one it was sized for.
+        batch["embedding"] = np.stack([self.encoder.encode(np.ascontiguousarray(dihedral(images, k, axes=(1, 2))))
+                                       for k in range(len(TRANSFORMS))], axis=1).astype(self.dtype)
         return batch
 
 
@@ -268,10 +284,11 @@ class EncodeActor:
 
 def commit_grid(config: EncodeConfig, slide_id: str, meta: dict[str, Any],
                 columns: Mapping[str, np.ndarray]) -> dict[str, Any]:
-    """Write one slide's grid from its staged rows (ordered by tile index), atomically; runs on a worker."""
+    """Write one slide's grid from its staged rows (ordered by tile index), atomically; runs on a worker.
+    `columns["embedding"]`: (N, C), or (N, 8, C) for a --dihedral grid."""
     meta = {k: v for k, v in meta.items() if k != "plan_started"}
     emb = columns["embedding"]
-    meta.update({"n_tiles": int(len(emb)), "code_size": int(emb.shape[1])})
+    meta.update({"n_tiles": int(len(emb)), "code_size": int(emb.shape[-1])})
     table = grid_table(columns["row"], columns["col"], columns["x"], columns["y"], columns["tissue"], emb, meta)
     write_grid(grid_uri(config.out, slide_id), table, config.storage_options)
     return {"tiles": int(len(emb))}
@@ -363,7 +380,7 @@ def _stream_spec(config: EncodeConfig, dim: int, digest: str, light: bool, shash
     def actor_kwargs(place: PoolPlan) -> dict[str, Any]:
         return {"spec": EncoderSpec(config.encoder, weights, place.device, config.amp, config.torch_compile),
                 "dtype": config.dtype, "torch_threads": place.torch_threads, "batch_size": config.batch_size,
-                "tile_size": config.grid_spec.tile_size}
+                "tile_size": config.grid_spec.tile_size, "dihedral": config.dihedral}
 
     return StreamSpec(
         name="encode", out=config.out, plan=plan_slide, plan_kwargs={"config": config, "digest": digest, "shash": shash},

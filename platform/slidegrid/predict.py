@@ -143,7 +143,7 @@ def predict(grids: str, model_uri: str, out_dir: str, tracking_uri: str | None =
     rows = []
     for uri in uris:
         dense, mask, grid = cache.get(uri)
-        out = predict_grid(model, name, dense, mask, torch.device("cpu"))
+        out = predict_grid(model, name, dense, mask, torch.device("cpu"), grid=grid)
         row: dict[str, Any] = {"slide_id": grid.meta["slide_id"]}
         if out.dim() == 1 and classes:
             probs = torch.softmax(out, 0).numpy()

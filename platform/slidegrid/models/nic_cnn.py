@@ -1,20 +1,36 @@
-"""NIC's CNN on compressed grids (papers/nic-neural-image-compression.txt §3, §3.3, §4.5).
+"""NIC's CNN on compressed grids (papers/nic-neural-image-compression.txt §3, §3.2, §3.3, §4.5).
 
-Input depth = code size C; every convolution is depthwise separable (§3, [29]); training on random R x R
-crops whose centres are sampled by tissue density; 8 dihedral augmentations; at test time T crops on tissue
-x 8 transforms averaged; Grad-CAM on the first convolutional layer (§3.3, Eq. 7). Layer widths and depth
-follow the authors' public architecture (8 separable 3x3 layers of 128 filters, stride 2 on alternate layers,
-batch norm, leaky ReLU, dense 128 + dropout): the supplementary material is not part of our copy.
+Input depth = code size C; every convolution is depthwise separable (§3.2, [29]); Grad-CAM on the first
+convolutional layer (§3.3, Eq. 7). Layer widths and depth follow the authors' public architecture (8 separable
+3x3 layers of 128 filters, stride 2 on alternate layers, batch norm, leaky ReLU, dense 128 + dropout): the
+supplementary material is not part of our copy.
+
+§3.2, training: R x R crops (zero-padded where they leave the grid) whose centres are drawn with probability
+proportional to the distance to background (cells outside the grid are background), each under one of the 8
+elements of D4 drawn at random. A grid encoded with `slidegrid encode --dihedral` holds every tile's 8
+encodings ("encoding each image 8 times"), and transform k of a crop is the crop of the tiles' k-th encodings
+with its cell arrangement transformed by k: the slide rotated/mirrored, tiles and arrangement alike. A grid
+without them gets the arrangement-only shortcut: the cells are rotated/mirrored, each tile's embedding is the
+untransformed tile's (the CNN sees a slide whose tiles did not turn with it).
+
+§3.2/§4.5, test: the mean over T crops of the same R x R (the context the CNN was trained on; the model carries
+R in its `crop` buffer, so `predict` on a registered model uses it) centred on tissue cells spread over the
+grid, x the same 8 transforms.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
 
-from ..grids import dihedral
+from ..grids import TRANSFORMS, dihedral
+
+if TYPE_CHECKING:
+    from ..grids import Grid
 
 
 class SeparableConv(nn.Module):
@@ -32,13 +48,18 @@ class SeparableConv(nn.Module):
 
 
 class NICCNN(nn.Module):
-    """Slide-level classifier/regressor on a (B, C, H, W) grid."""
+    """Slide-level classifier/regressor on a (B, C, H, W) grid.
+
+    `crop`: the side R of the crops it is trained on (§3.2; a buffer, so checkpoints and logged models carry
+    it; the trainer sets it from --crop); test-time prediction (predict_tta) uses crops of that side.
+    """
 
     per_cell = False
 
     def __init__(self, in_channels: int, n_outputs: int, width: int = 128, depth: int = 8,
-                 dropout: float = 0.5) -> None:
+                 dropout: float = 0.5, crop: int = 400) -> None:
         super().__init__()
+        self.register_buffer("crop", torch.tensor(int(crop)))
         layers, c = [], in_channels
         for i in range(depth):
             layers.append(SeparableConv(c, width, stride=2 if i % 2 else 1))
@@ -53,14 +74,43 @@ class NICCNN(nn.Module):
         return self.head(torch.amax(f, dim=(2, 3)))
 
 
-def random_crop(dense: np.ndarray, mask: np.ndarray, size: int,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """An R x R crop whose centre is drawn by tissue density (distance to background, NIC §3)."""
-    _, h, w = dense.shape
-    weight = ndimage.distance_transform_edt(mask) if mask.any() else np.ones_like(mask, float)
-    p = weight.ravel() / weight.sum()
+def centre_weights(mask: np.ndarray) -> np.ndarray:
+    """(H, W) float64 probabilities of the training-crop centres (§3.2: "proportionally to the distance to
+    background"): each tissue cell's Euclidean distance, in cells, to the nearest cell without tissue, the cells
+    beyond the grid's edge counting as background (so a tissue cell on the edge weighs 1, like one beside
+    glass); 0 off tissue. Uniform when the mask holds no tissue."""
+    if not mask.any():
+        return np.full(mask.shape, 1.0 / mask.size)
+    weight = ndimage.distance_transform_edt(np.pad(mask, 1))[1:-1, 1:-1]
+    return weight / weight.sum()
+
+
+def crop_centre(mask: np.ndarray, rng: np.random.Generator) -> tuple[int, int]:
+    """One training-crop centre (row, col) drawn from centre_weights(mask) (§3.2)."""
+    p = centre_weights(mask).ravel()
     r, c = np.unravel_index(rng.choice(p.size, p=p), mask.shape)
-    return _crop(dense, mask, int(r), int(c), size)
+    return int(r), int(c)
+
+
+def tile_view(grid: Grid | None, dense: np.ndarray, k: int) -> np.ndarray:
+    """(C, H, W): the tiles' embeddings under TRANSFORMS[k], each at its own untransformed cell. The encoded
+    k-th transforms when `grid` was read with them (`slidegrid encode --dihedral`, §3.2); else `dense` itself,
+    the arrangement-only shortcut (the caller then rotates the cells, never the tiles)."""
+    if k == 0 or grid is None or grid.transforms is None:
+        return dense
+    return grid.dense(dense.dtype, transform=k)[0]
+
+
+def training_crop(dense: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator,
+                  grid: Grid | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One §3.2 training sample of a (C, H, W) grid and its (H, W) mask: an R x R (`size`) crop centred by
+    crop_centre, under a random element k of D4, as (C, R, R) and (R, R) arrays (views; zero/False where the
+    crop leaves the grid). With `grid` read with its transforms, the tiles' k-th encodings in the arrangement
+    transformed by k; else the arrangement-only shortcut (tile_view)."""
+    r, c = crop_centre(mask, rng)
+    k = int(rng.integers(len(TRANSFORMS)))
+    x, m = _crop(tile_view(grid, dense, k), mask, r, c, size)
+    return dihedral(x, k), dihedral(m, k)
 
 
 def _crop(dense: np.ndarray, mask: np.ndarray, r: int, c: int, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -83,20 +133,41 @@ def crop_centres(mask: np.ndarray, n: int) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in cells[i]) for i in idx]
 
 
-def predict_tta(model: nn.Module, dense: np.ndarray, mask: np.ndarray, crop: int = 400, n_crops: int = 10,
-                device: torch.device | str = "cpu") -> torch.Tensor:
-    """Mean logits over T tissue crops x the 8 dihedral transforms (NIC test-time protocol)."""
-    if crop >= max(dense.shape[1:]):
-        crops = [dense]  # the whole grid fits in one crop: no padding, exactly dihedral-invariant
-    else:
-        crops = [_crop(dense, mask, r, c, crop)[0] for r, c in crop_centres(mask, n_crops)]
-    batch = [np.ascontiguousarray(dihedral(x, k)) for x in crops for k in range(8)]
+def trained_crop(model: nn.Module) -> int | None:
+    """The crop side R the NIC CNN inside `model` (wrapped or not) was trained on; None without one (or for a
+    model logged before the CNN carried it)."""
+    net = next((m for m in model.modules() if isinstance(m, NICCNN)), None)
+    crop = getattr(net, "crop", None)
+    return int(crop) if crop is not None else None
+
+
+def predict_tta(model: nn.Module, dense: np.ndarray, mask: np.ndarray, crop: int | None = None, n_crops: int = 10,
+                device: torch.device | str = "cpu", grid: Grid | None = None) -> torch.Tensor:
+    """Test-time prediction (§3.2, §4.5): mean logits (n_outputs,) over T = `n_crops` crops x the 8 elements of
+    D4, on a (C, H, W) grid and its (H, W) mask.
+
+    Every crop is R x R, zero-padded beyond the grid as in training, R = `crop` or else the side the model was
+    trained on (trained_crop; 400, the paper's, for a model without one), even when the whole grid would fit:
+    the CNN's global max pool has only ever seen R x R inputs with their padding. Crop centres: crop_centres.
+    Transform k of a crop is as in training (training_crop): the tiles' k-th encodings when `grid` was read
+    with them, else the arrangement-only shortcut. The model runs in eval mode, the T crops of one transform
+    per forward pass (a batch of T x C x R x R floats, one transform's grid in memory beside `dense`).
+    """
+    size = crop or trained_crop(model) or 400
+    centres = crop_centres(mask, n_crops)
     was_training = model.training
     model.eval()
+    outs = []
     with torch.no_grad():
-        out = model(torch.from_numpy(np.stack(batch)).float().to(device))
+        for k in range(len(TRANSFORMS)):
+            view = tile_view(grid, dense, k)
+            crops = [_crop(view, mask, r, c, size) for r, c in centres]
+            x = np.stack([dihedral(v, k) for v, _ in crops])
+            m = np.stack([dihedral(mk, k) for _, mk in crops])
+            # The mask as in training: a standardizing wrapper keeps padding and empty cells at exactly 0.
+            outs.append(model(torch.from_numpy(x).float().to(device), torch.from_numpy(m).to(device)).float())
     model.train(was_training)
-    return out.float().mean(0).cpu()
+    return torch.cat(outs).mean(0).cpu()
 
 
 def gradcam(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None, target: int = -1) -> np.ndarray:

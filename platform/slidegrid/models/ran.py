@@ -7,10 +7,11 @@ output gate, c = i*c~ + f_x*c_x + f_y*c_y, h = o*c); four independent sweeps, on
 then a 1x1 convolution to classes. A sweep is vectorized along anti-diagonals: all cells with i + j = d are
 computed in one batched step (H + W - 1 steps, not H*W).
 
-RAN-LSTM is trained on sub-grids (§4.2) and applied to a whole slide the way the paper's 2D grid moves over it:
-half-overlapping windows of the trained side, averaged. One sweep over a whole grid would run the cell state
-(c = i*c~ + f_x*c_x + f_y*c_y, h = o*c: Eq. 9) far beyond the context it was trained on, where it grows
-without bound (a 96 x 96 grid gave NaN).
+Both are trained on 8 x 8 sub-grids (§4) and applied to a whole slide the way the paper's 2D grid moves over it
+(its validation slides were processed as 2D-grids): half-overlapping windows of the trained side, averaged. For
+RAN-LSTM one sweep over a whole grid would run the cell state (c = i*c~ + f_x*c_x + f_y*c_y, h = o*c: Eq. 9) far
+beyond the context it was trained on, where it grows without bound (a 96 x 96 grid gave NaN); RAN-CNN would see
+neighbours its 8 x 8 training inputs never had (its receptive field is 11 x 11 cells).
 """
 
 from __future__ import annotations
@@ -19,13 +20,37 @@ import torch
 from torch import nn
 
 
-class RANCNN(nn.Module):
-    """Per-cell classifier: (B, C, H, W) -> (B, n_classes, H, W)."""
+class SubgridModel(nn.Module):
+    """A per-cell model trained on `window` x `window` sub-grids and applied to any grid in windows of that side
+    every `stride` cells (default half a window), averaged (§4: the 2D-grid moved over the slide).
+
+    `window` is a buffer, so checkpoints carry it; the trainer sets it from --subgrid."""
 
     per_cell = True
 
-    def __init__(self, in_channels: int, n_outputs: int, width: int = 256, dropout: float = 0.5) -> None:
+    def __init__(self, window: int = 8, stride: int | None = None) -> None:
         super().__init__()
+        self.register_buffer("window", torch.tensor(int(window)))
+        self.stride = stride
+
+    def sweep(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-cell logits of one pass over the whole input (the training path on a sub-grid)."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-cell logits (B, n_outputs, H, W); windowed beyond the trained sub-grid side."""
+        window = int(self.window)
+        if x.shape[-2] <= window and x.shape[-1] <= window:
+            return self.sweep(x)
+        return sliding_windows(self.sweep, x, window, self.stride or max(1, window // 2))
+
+
+class RANCNN(SubgridModel):
+    """Per-cell classifier: (B, C, H, W) -> (B, n_classes, H, W)."""
+
+    def __init__(self, in_channels: int, n_outputs: int, width: int = 256, dropout: float = 0.5, window: int = 8,
+                 stride: int | None = None) -> None:
+        super().__init__(window, stride)
         layers: list[nn.Module] = []
         c = in_channels
         for i in range(5):
@@ -36,8 +61,8 @@ class RANCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         self.out = nn.Conv2d(width, n_outputs, 1)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-cell logits."""
+    def sweep(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-cell logits of the five convolutions over the whole input."""
         return self.out(self.body(x))
 
 
@@ -142,33 +167,18 @@ def sliding_windows(fn, x: torch.Tensor, window: int, stride: int, max_windows: 
     return out / count
 
 
-class RANLSTM(nn.Module):
-    """Stacked 2D-LSTM layers (2 x 512 by default) and a 1x1 convolution to per-cell classes.
-
-    `window`: the side of the sub-grids it is trained on (a buffer, so checkpoints carry it; the trainer sets
-    it from --subgrid). A grid larger than that is predicted in windows of that side every `stride` cells
-    (default half a window), averaged: the context the model was trained on, on a grid of any size.
-    """
-
-    per_cell = True
+class RANLSTM(SubgridModel):
+    """Stacked 2D-LSTM layers (2 x 512 by default) and a 1x1 convolution to per-cell classes, applied in windows
+    of the trained sub-grid side (SubgridModel)."""
 
     def __init__(self, in_channels: int, n_outputs: int, hidden: int = 512, layers: int = 2, window: int = 8,
                  stride: int | None = None) -> None:
-        super().__init__()
+        super().__init__(window, stride)
         self.layers = nn.ModuleList(Layer2DLSTM(in_channels if i == 0 else hidden, hidden) for i in range(layers))
         self.out = nn.Conv2d(hidden, n_outputs, 1)
-        self.register_buffer("window", torch.tensor(int(window)))
-        self.stride = stride
 
     def sweep(self, x: torch.Tensor) -> torch.Tensor:
         """Per-cell logits of one pass over the whole input (the training path on a sub-grid)."""
         for layer in self.layers:
             x = layer(x)
         return self.out(x)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-cell logits (B, n_outputs, H, W); windowed beyond the trained sub-grid side."""
-        window = int(self.window)
-        if x.shape[-2] <= window and x.shape[-1] <= window:
-            return self.sweep(x)
-        return sliding_windows(self.sweep, x, window, self.stride or max(1, window // 2))

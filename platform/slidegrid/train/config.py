@@ -11,19 +11,9 @@ from ..errors import ConfigError
 from ..placement import START_TIMEOUT_S
 from ..storage import absolute_paths
 from .grid_data import TASKS
+from .recipes import RECIPE_NAMES, recipe_for
 
 MODELS = ("attention", "nic-cnn", "ran-cnn", "ran-lstm")
-
-# Per-model optimisation defaults from the papers (overridable in --config YAML):
-# attention: SGD lr 1e-3, x0.1 after 20 of 35 epochs (classification); Adam 1e-4 for regression (§III).
-# NIC CNN: Adam, crops R x R of the grid, 8 dihedral augmentations, T test crops (§3, §4.5).
-# RAN-CNN: Adam, batch 64; RAN-LSTM: Adam 1e-4, lr x0.5 every 2 epochs, 25 epochs (§4 "Training Details").
-PAPER_DEFAULTS: dict[str, dict[str, Any]] = {
-    "attention": {"optimizer": "sgd", "lr": 1e-3, "epochs": 35, "lr_step": 20, "lr_gamma": 0.1},
-    "nic-cnn": {"optimizer": "adam", "lr": 1e-4, "epochs": 50, "lr_step": 0, "lr_gamma": 0.5, "crop": 400},
-    "ran-cnn": {"optimizer": "adam", "lr": 1e-3, "epochs": 10, "lr_step": 0, "lr_gamma": 0.5, "batch_size": 64},
-    "ran-lstm": {"optimizer": "adam", "lr": 1e-4, "epochs": 25, "lr_step": 2, "lr_gamma": 0.5, "batch_size": 10},
-}
 
 
 @dataclass(frozen=True)
@@ -35,6 +25,8 @@ class TrainConfig:
     out: str
     model: str = "attention"
     task: str = "classification"
+    recipe: str = "none"  # "paper": the paper's settings (train/recipes.py; build_train_config's default)
+    recipe_overrides: tuple[str, ...] = ()  # settings the user changed from the recipe (recorded in MLflow)
     epochs: int = 35
     lr: float = 1e-3
     optimizer: str = "sgd"  # "sgd" (momentum 0.9) or "adam"
@@ -42,10 +34,13 @@ class TrainConfig:
     lr_step: int = 0  # epochs between LR decays (0: no step decay)
     lr_gamma: float = 0.1
     batch_size: int = 1  # slides (or crops / sub-grids) per optimizer step
+    samples_per_epoch: int | None = None  # training samples per epoch (None: one per training slide)
+    augment: bool = False  # attention: the paper's 9 grid transforms + 2x2-pooled (4 µm/px) copies
     crop: int = 400  # NIC: R x R training crops of the grid
     test_crops: int = 10  # NIC: T crops at test time (x 8 dihedral transforms)
     subgrid: int = 8  # RAN segmentation: class-balanced sub-grids of this side
     patience: int = 10  # early stopping on validation loss (0: off)
+    report_every: int = 1  # epochs between Ray Train reports + checkpoints (~2 s each; last epoch always)
     val_fold: int | None = None  # validation fold: early stopping and the kept model (default: see test_fold)
     test_fold: int | None = None  # held-out test fold, scored once at the end (validation: the next fold)
     workers: int = 1
@@ -73,7 +68,12 @@ class TrainConfig:
                                          "(task segmentation); attention and nic-cnn predict per slide")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"{self.optimizer!r} is not sgd or adam")
-        for name in ("epochs", "batch_size", "crop", "test_crops", "subgrid", "workers"):
+        if self.recipe not in RECIPE_NAMES:
+            raise ConfigError("--recipe", f"{self.recipe!r} is not one of {', '.join(RECIPE_NAMES)}")
+        object.__setattr__(self, "recipe_overrides", tuple(self.recipe_overrides))
+        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
+            raise ConfigError("samples_per_epoch", "must be at least 1 (or unset: one per training slide)")
+        for name in ("epochs", "batch_size", "crop", "test_crops", "subgrid", "workers", "report_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, "must be at least 1")
         if self.lr <= 0:
@@ -85,7 +85,9 @@ class TrainConfig:
 
 
 def build_train_config(overrides: dict[str, Any], config_file: str | None = None) -> TrainConfig:
-    """Paper defaults for the model, then the YAML file, then explicit CLI values (None means unset)."""
+    """The recipe of the model and task (`recipe`: "paper", the default, or "none"), then the YAML file, then
+    explicit CLI values (None means unset). Values that differ from the recipe are recorded in
+    `recipe_overrides`; the recipe's model_kwargs sit under the user's."""
     known = {f.name for f in fields(TrainConfig)}
     values: dict[str, Any] = {}
     if config_file:
@@ -103,10 +105,15 @@ def build_train_config(overrides: dict[str, Any], config_file: str | None = None
             raise ConfigError(config_file, f"unknown option(s) {sorted(unknown)}; valid: {sorted(known)}")
         values.update(loaded)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    model = values.get("model", "attention")
-    merged = {**PAPER_DEFAULTS.get(model, {}), **values}
-    if merged.get("task") == "regression" and model == "attention" and "optimizer" not in values:
-        merged.update({"optimizer": "adam", "lr": values.get("lr", 1e-4)})
+    values.setdefault("recipe", "paper")
+    recipe = recipe_for(values.get("model", "attention"), values.get("task", "classification"))
+    merged = dict(values)
+    if values["recipe"] == "paper" and recipe is not None:
+        changed = sorted(k for k, v in values.items() if k in recipe.settings and v != recipe.settings[k])
+        changed += sorted(f"model_kwargs.{k}" for k, v in values.get("model_kwargs", {}).items()
+                          if k in recipe.model_kwargs and v != recipe.model_kwargs[k])
+        merged = {**recipe.settings, **values, "recipe_overrides": tuple(changed),
+                  "model_kwargs": {**recipe.model_kwargs, **values.get("model_kwargs", {})}}
     try:
         return TrainConfig(**merged)
     except TypeError as exc:

@@ -9,10 +9,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+from ..grids import read_grid_meta
 from ..placement import OVERRIDE_HELP, RunPlan, Watchdog
 from ..storage import join
 from .checkpoints import read_state
 from .config import TrainConfig
+from .recipes import check_grid, recipe_for
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,12 @@ def train_with_ray(cfg: TrainConfig, callbacks: list | None = None, plan: RunPla
 def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None = None) -> FitResult:
     """Train (resuming if a run of the same name exists in storage), then track and register the model."""
 
+    from .grid_data import load_examples
+
+    split = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options).split(cfg.val_fold, cfg.test_fold)
+    if cfg.recipe == "paper" and split.train:
+        check_grid(recipe_for(cfg.model, cfg.task), read_grid_meta(split.train[0].grid, cfg.storage_options) or {},
+                   cfg.model)
     result = train_with_ray(cfg)
     history: list[dict[str, Any]] = []
     ckpt_dir = None
@@ -135,10 +143,8 @@ def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None 
     run_id = model_uri = None
     test: dict[str, float] = {}
     if ckpt_dir:
-        from .grid_data import load_examples
         from .registry import load_checkpoint_model, log_training_run, score_test_set
 
-        split = load_examples(cfg.grids, cfg.cohort, cfg.task, cfg.storage_options).split(cfg.val_fold, cfg.test_fold)
         test = score_test_set(cfg, load_checkpoint_model(ckpt_dir, cfg)[0], split.test)
         if log_to_mlflow:
             run_id, model_uri = log_training_run(cfg, history, ckpt_dir, test, split, parent_run_id=parent_run_id)

@@ -163,11 +163,12 @@ class GridCache:
         self._items: dict[str, tuple[np.ndarray, np.ndarray, Grid]] = {}
 
     def get(self, uri: str) -> tuple[np.ndarray, np.ndarray, Grid]:
-        """(C, H, W) float32 grid, (H, W) kept-cell mask, and the Grid (for metadata)."""
+        """(C, H, W) float32 grid, (H, W) kept-cell mask, and the Grid (for metadata; with Grid.transforms
+        when the grid was encoded with --dihedral, for NIC's crops and test-time averaging)."""
         if uri not in self._items:
             if len(self._items) >= self._max:
                 self._items.pop(next(iter(self._items)))
-            grid = read_grid(uri, self._opts)
+            grid = read_grid(uri, self._opts, transforms=True)
             dense, mask = grid.dense()
             self._items[uri] = (dense, mask, grid)
         return self._items[uri]

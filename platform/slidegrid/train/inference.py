@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from ..grids import Grid
     from .config import TrainConfig
     from .grid_data import CohortExamples, Example, GridCache
 
@@ -30,19 +31,21 @@ def _pad(items: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np
 
 
 def slide_batch(cfg: TrainConfig, examples: Sequence[Example], cache: GridCache, rng: np.random.Generator):
-    """(x, mask, target) tensors for slide-level tasks; NIC crops + dihedral transforms for nic-cnn."""
+    """(x, mask, target) tensors for slide-level tasks; for nic-cnn one NIC §3.2 crop per slide under a random
+    element of D4 (models/nic_cnn.training_crop: the grid's encoded transforms when it has them), the
+    attention paper's slide augmentation (train/grid_augment.py) where `cfg.augment`."""
     import torch
 
-    from ..grids import dihedral
-    from ..models.nic_cnn import random_crop
+    from ..models.nic_cnn import training_crop
+    from .grid_augment import paper_augment
 
     items = []
     for e in examples:
-        dense, mask, _ = cache.get(e.grid)
+        dense, mask, grid = cache.get(e.grid)
         if cfg.model == "nic-cnn":
-            dense, mask = random_crop(dense, mask, cfg.crop, rng)
-            k = int(rng.integers(8))
-            dense, mask = dihedral(dense, k), dihedral(mask, k)
+            dense, mask = training_crop(dense, mask, cfg.crop, rng, grid)
+        elif cfg.augment:
+            dense, mask = paper_augment(dense, mask, rng)
         items.append((np.ascontiguousarray(dense), np.ascontiguousarray(mask)))
     x, m = _pad(items)
     if cfg.task == "regression":
@@ -83,10 +86,12 @@ def subgrid_batch(cfg: TrainConfig, items: Sequence[tuple[tuple[np.ndarray, np.n
 
 
 def predict_grid(model, cfg_model: str, dense: np.ndarray, mask: np.ndarray, device, test_crops: int = 10,
-                 crop: int = 400):
+                 crop: int | None = None, grid: Grid | None = None):
     """Model output for one whole grid: logits (n_outputs,) per slide, or (n_outputs, H, W) per cell.
 
-    nic-cnn averages T crops on tissue x 8 dihedral transforms (NIC §3); the others see the whole grid.
+    nic-cnn averages T crops of the side it was trained on (`crop`, else the model's own) x the 8 elements of
+    D4 (NIC §3.2, §4.5; models/nic_cnn.predict_tta, which uses the encoded transforms of a `grid` read with
+    them); the others see the whole grid.
     """
     import torch
 
@@ -95,7 +100,7 @@ def predict_grid(model, cfg_model: str, dense: np.ndarray, mask: np.ndarray, dev
     model.eval()
     with torch.no_grad():
         if cfg_model == "nic-cnn":
-            return predict_tta(model, dense, mask, crop=crop, n_crops=test_crops, device=device)
+            return predict_tta(model, dense, mask, crop=crop, n_crops=test_crops, device=device, grid=grid)
         x = torch.from_numpy(dense[None]).to(device)
         m = torch.from_numpy(mask[None]).to(device)
         return model(x, m)[0].float().cpu()
@@ -119,7 +124,7 @@ def evaluate(model, cfg: TrainConfig, examples: Sequence[Example], cache: GridCa
     losses, scores, truths, counts, dices = [], [], [], [], []
     for e in examples:
         dense, mask, grid = cache.get(e.grid)
-        out = predict_grid(model, cfg.model, dense, mask, device, cfg.test_crops, cfg.crop)
+        out = predict_grid(model, cfg.model, dense, mask, device, cfg.test_crops, cfg.crop, grid)
         if cfg.task == "segmentation":
             labels = torch.from_numpy(np.where(mask, cell_labels(grid, e.annotation, cfg.storage_options), -1))
             losses.append(float(F.cross_entropy(out[None], labels[None], ignore_index=-1)))
@@ -152,8 +157,10 @@ def evaluate(model, cfg: TrainConfig, examples: Sequence[Example], cache: GridCa
         probs, y = np.stack(scores), np.asarray(truths)
         stats["accuracy"] = lambda i: np.mean(probs[i].argmax(1) == y[i])
         if probs.shape[1] == 2:
-            stats["auc"] = lambda i: metrics.auc(y[i], probs[i, 1]) if len(set(y[i].tolist())) == 2 else np.nan
-            stats["f1"] = lambda i: metrics.precision_recall_f1(y[i], probs[i].argmax(1))["f1"]
+            # AUC and F1 are undefined on a resample of one class (F1 would read 0 for a perfect model).
+            both = lambda i: len(set(y[i].tolist())) == 2  # noqa: E731
+            stats["auc"] = lambda i: metrics.auc(y[i], probs[i, 1]) if both(i) else np.nan
+            stats["f1"] = lambda i: metrics.precision_recall_f1(y[i], probs[i].argmax(1))["f1"] if both(i) else np.nan
     everyone = np.arange(len(examples))
     result: dict[str, float] = {}
     for name, fn in stats.items():

@@ -2,7 +2,8 @@
 
 Each worker takes its shard of the training slides and the same number of steps (DDP needs equal step
 counts). Rank 0 validates and decides early stopping; the decision is broadcast so all ranks stop together.
-A checkpoint is reported every epoch; a restarted run (same storage path + name) resumes from the last one.
+A checkpoint is reported every `report_every` epochs and at the last one; a restarted run (same storage path +
+name) resumes from the last checkpoint.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .checkpoints import report_epoch, restore_state
 from .config import TrainConfig
 from .grid_data import CohortExamples, Example, GridCache, cell_labels, load_examples
 from .inference import evaluate, n_outputs, slide_batch, subgrid_batch
+from .recipes import steps_per_epoch
 
 
 def channel_stats(examples: list[Example], cache: GridCache) -> tuple[np.ndarray, np.ndarray]:
@@ -42,7 +44,9 @@ def build(cfg: TrainConfig, data: CohortExamples, stats: tuple[np.ndarray, np.nd
     mean, std = stats if stats is not None else (np.zeros(data.code_size), np.ones(data.code_size))
     net = build_model(cfg.model, data.code_size, n_outputs(cfg, data), **cfg.model_kwargs)
     if isinstance(getattr(net, "window", None), torch.Tensor):  # a model trained on sub-grids predicts with
-        net.window.fill_(cfg.subgrid)  # windows of the side it saw (RAN-LSTM); the buffer travels in checkpoints
+        net.window.fill_(cfg.subgrid)  # windows of the side it saw (RAN models); the buffer travels in checkpoints
+    if isinstance(getattr(net, "crop", None), torch.Tensor):  # NIC predicts on crops of the side it trained on
+        net.crop.fill_(cfg.crop)
     model = GridStandardizer(net, mean, std)
     if cfg.optimizer == "sgd":
         opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -100,7 +104,7 @@ def train_loop(config: dict[str, Any]) -> None:
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     mine = train[rank::world] or train
-    steps = math.ceil(len(train) / world / cfg.batch_size)
+    steps = steps_per_epoch(cfg.samples_per_epoch, len(train), cfg.batch_size, world)
     for epoch in range(start, cfg.epochs):
         t_epoch = time.perf_counter()
         model.train()
@@ -139,6 +143,10 @@ def train_loop(config: dict[str, Any]) -> None:
                      "epoch": epoch, "best": best, "stale": stale, "history": history,
                      "best_model": best_model, "best_epoch": best_epoch,
                      "classes": list(data.classes), "code_size": data.code_size}
-        report_epoch(metrics, state)
+        # Every rank reaches the same decision (stop is broadcast): Ray Train's report is a barrier. Epochs in
+        # between are not lost to a restart: their metrics ride in the next state, and a resumed run replays
+        # them from the last checkpoint (the best model included).
+        report = (epoch + 1) % cfg.report_every == 0 or epoch == cfg.epochs - 1 or bool(stop.item())
+        report_epoch(metrics, state, report, cfg.epochs)
         if stop.item():
             break

@@ -49,8 +49,8 @@ def _plots(cfg: TrainConfig, model, classes: Sequence[str], out_dir: str, exampl
     cache = GridCache(cfg.storage_options)
     probs, truth = [], []
     for e in examples:
-        dense, mask, _ = cache.get(e.grid)
-        out = predict_grid(model, cfg.model, dense, mask, torch.device("cpu"), cfg.test_crops, cfg.crop)
+        dense, mask, grid = cache.get(e.grid)
+        out = predict_grid(model, cfg.model, dense, mask, torch.device("cpu"), cfg.test_crops, cfg.crop, grid)
         probs.append(torch.softmax(out, 0).numpy())
         truth.append(e.label)
     p, y = np.stack(probs), np.array(truth)

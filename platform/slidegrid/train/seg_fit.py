@@ -2,12 +2,16 @@
 each ensemble member is trained on a different cross-validation fold, the members in parallel as Ray Tune
 trials (one Ray Train run each); the members are tracked in MLflow under one parent run and registered as
 one ensemble model. A single member is one Ray Train run, registered the same way (an ensemble of one).
+Each member trains with its paper's recipe (seg_config.SEG_RECIPES); its encoder starts from ImageNet weights
+when --encoder-weights names a file or the local caches hold them ("Training"), else from random weights, after
+one warning saying how to supply them.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from ..archive import SlideRecord, read_cohort
@@ -19,6 +23,8 @@ from .fit import plan_training, run_trainer
 from .seg_config import SegTrainConfig
 from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class MemberResult:
@@ -28,6 +34,9 @@ class MemberResult:
     val_fold: int
     state: dict[str, Any]
     history: list[dict[str, Any]]
+    encoder_weights: str = "random"  # where the worker's encoder started from (EncoderWeights.source)
+    encoder_pretrained: bool = False
+    freeze_epochs: int = 0  # epochs the encoder was actually frozen
 
     @property
     def best(self) -> dict[str, Any]:
@@ -68,6 +77,30 @@ def member_plan(cfg: SegTrainConfig, records: list[SlideRecord]) -> list[tuple[s
     if len(cfg.members) > len(folds):
         raise ConfigError("--members", f"{len(cfg.members)} members need as many folds; {cfg.cohort} has {folds}")
     return list(zip(cfg.members, folds))
+
+
+def plan_encoder_weights(cfg: SegTrainConfig) -> dict[str, Any]:
+    """member -> EncoderWeights (None for MRN) as the driver finds them; a named file that is missing is a
+    ConfigError before anything starts, and members left random under "auto" get ONE warning for the whole run,
+    saying how to supply their weights. (Each worker looks again where it loads them.)"""
+    from ..models.segmentation import AUTO, how_to_get_encoder_weights
+    from .seg_loop import member_weights
+
+    found = {m: member_weights(cfg, m) for m in dict.fromkeys(cfg.member_names)}
+    missing = [(m, w) for m, w in found.items() if w is not None and not w.pretrained and cfg.encoder_request(m) == AUTO]
+    if missing:
+        several = len(cfg.member_names) > 1
+        ways = "; ".join(f"{m} ({w.encoder}): " + how_to_get_encoder_weights(
+            w.encoder, f"--encoder-weights {m}=FILE" if several else "--encoder-weights FILE") for m, w in missing)
+        log.warning("no ImageNet weights found for the encoder of %s: %s starts from random initialisation and is "
+                    "not frozen (the paper's encoders are ImageNet-pretrained, DigiPathAI \"Training\"). Nothing is "
+                    "downloaded; to supply them: %s. --encoder-weights random starts from random weights without "
+                    "this warning", ", ".join(m for m, _ in missing), "it" if len(missing) == 1 else "each", ways)
+    for m, w in found.items():
+        if w is not None and w.pretrained:
+            log.info("%s: encoder weights %s (sha256 %s), frozen for %d epochs", m, w.source, w.digest,
+                     cfg.freeze_epochs_for(m, True))
+    return found
 
 
 def _rows(records: list[SlideRecord]) -> list[dict[str, Any]]:
@@ -126,11 +159,13 @@ def _train_parallel(cfg: SegTrainConfig, plan: RunPlan, n: int) -> list[dict[str
 
 
 def _spec(cfg: SegTrainConfig) -> dict[str, Any]:
-    mpps = {tuple(cfg.patch_spec(m).mpps) for m in cfg.member_names}
-    if len(mpps) != 1:
-        raise ConfigError("--members", "members must share their input resolutions (do not mix MRN and U-Nets "
-                                       "with different --mpps)")
-    return {"mpps": list(next(iter(mpps))), "patch_size": cfg.patch_size, "mean": list(IMAGENET_MEAN),
+    inputs = {(tuple(cfg.patch_spec(m).mpps), cfg.patch_spec(m).patch_size) for m in cfg.member_names}
+    if len(inputs) != 1:
+        raise ConfigError("--members", f"members must share their input resolutions and patch size; their recipes "
+                                       f"differ ({sorted(inputs)}): do not mix MRN and U-Nets, or set --mpps and "
+                                       "--patch-size for all")
+    mpps, patch_size = next(iter(inputs))
+    return {"mpps": list(mpps), "patch_size": patch_size, "mean": list(IMAGENET_MEAN),
             "std": list(IMAGENET_STD), "names": list(cfg.member_names)}
 
 
@@ -140,6 +175,7 @@ def train_segmentation(cfg: SegTrainConfig) -> SegTrainReport:
 
     plan = member_plan(cfg, _cohort(cfg))
     spec = _spec(cfg)
+    plan_encoder_weights(cfg)
     placement = plan_training(cfg, runs=len(plan), reads=True, max_concurrent=cfg.max_concurrent,
                               trials=len(plan) > 1)
     if len(plan) > 1:
@@ -150,7 +186,9 @@ def train_segmentation(cfg: SegTrainConfig) -> SegTrainReport:
             raise ConfigError(plan[0][0], f"training produced no checkpoint ({result.error})")
         with result.checkpoint.as_directory() as d:
             states = [read_state(d)]
-    members = [MemberResult(name, fold, s["model"], s["history"]) for (name, fold), s in zip(plan, states)]
+    members = [MemberResult(name, fold, s["model"], s["history"], s.get("encoder_weights", "random"),
+                            bool(s.get("encoder_pretrained", False)), int(s.get("freeze_epochs", 0)))
+               for (name, fold), s in zip(plan, states)]
     path = os.path.join(os.path.abspath(cfg.out), "ensemble.pt")
     save_ensemble(path, [{"name": m.name, "kwargs": cfg.member_kwargs(m.name), "state": m.state} for m in members],
                   spec)
@@ -171,7 +209,7 @@ def log_segmentation_run(cfg: SegTrainConfig, members: list[MemberResult], check
         for i, m in enumerate(members):
             with mlflow.start_run(run_name=f"member{i}-{m.name}-fold{m.val_fold}", nested=True):
                 mlflow.log_params(safe_params({"member": m.name, "val_fold": m.val_fold, "index": i,
-                                               **cfg.member_kwargs(m.name)}))
+                                               **cfg.member_kwargs(m.name), **recipe_params(cfg, m)}))
                 log_history(m.history)
                 mlflow.log_metrics({f"best_{k}": float(v) for k, v in m.best.items() if k.startswith("val_")})
         mlflow.log_metrics({"members": len(members),
@@ -182,9 +220,21 @@ def log_segmentation_run(cfg: SegTrainConfig, members: list[MemberResult], check
     return parent.info.run_id, uri
 
 
+def recipe_params(cfg: SegTrainConfig, member: MemberResult) -> dict[str, Any]:
+    """What a member trained with, for MLflow: the recipe values used, their source, which of them this run
+    overrode (`recipe_overrides`) or the paper leaves unstated, and where the encoder weights came from."""
+    recipe = asdict(cfg.recipe(member.name))
+    source, unstated = recipe.pop("source"), recipe.pop("unstated")
+    overrides = cfg.overrides(member.name)
+    return {**recipe, "freeze_epochs": member.freeze_epochs, "recipe_source": source,
+            "recipe_unstated": ",".join(unstated) or "none",
+            "recipe_overrides": ",".join(f"{k}={v}" for k, v in overrides.items()) or "none",
+            "encoder_weights": member.encoder_weights, "encoder_pretrained": member.encoder_pretrained}
+
+
 def summary(report: SegTrainReport) -> list[dict[str, Any]]:
     """One row per member: architecture, fold, best epoch's validation numbers."""
-    return [{"member": m.name, "val_fold": m.val_fold, **{k: v for k, v in m.best.items()
-                                                          if k in ("epoch", "val_loss", "val_dice")}}
+    return [{"member": m.name, "val_fold": m.val_fold, "encoder_weights": m.encoder_weights,
+             **{k: v for k, v in m.best.items() if k in ("epoch", "val_loss", "val_dice")}}
             for m in report.members]
 
