@@ -1,6 +1,6 @@
 """Benchmark: training throughput of the grid models (1 vs 2 Ray Train workers) and AUC by tumour size.
 
-    python jobs/benchmark_train.py [--quick] [--skip-results] [--skip-throughput]
+    python jobs/benchmark_train.py [--quick] [--skip-results] [--skip-throughput] [--skip-cadence]
 
 (1) Throughput: grids/s (training steps over whole grids, or NIC crops) and peak memory per model, C = 512,
     for grids of 100x100 and 400x400 cells with 1 and 2 Ray Train workers (`fit` on grid files of random
@@ -9,6 +9,10 @@
 (2) Results: the attention classifier and the NIC CNN, each with its paper recipe, on mean-rgb grids of a
     synthetic archive (train / validation / test folds): test AUC and accuracy with 95% bootstrap CIs, test AUC
     of each lesion-size tercile against all test normals (NIC Fig. 6/8), next to the papers' Camelyon16 numbers.
+(3) Report cadence: the demo's training shape (16 mean-rgb-sized grids of 19x19 cells, C = 3, attention, 1 worker)
+    for 20 epochs: reporting to Ray Train (metrics + checkpoint) every epoch with Ray Train's default 2 s controller
+    poll (the baseline: before `report_every` and runtime.LOCAL_RAY_ENV), every epoch with slidegrid's 0.5 s poll,
+    and every 10th epoch (the demo's): wall seconds of `fit` against the workers' own compute seconds.
 """
 
 from __future__ import annotations
@@ -68,6 +72,22 @@ def throughput_row(root: str, model: str, workers: int) -> dict:
     return {"grids_per_s": last["train_grids"] / last["epoch_seconds"]}
 
 
+def cadence_row(root: str, report_every: int, epochs: int, poll_s: str) -> dict:
+    """Wall seconds of `fit` (Ray start to the selected checkpoint) and the workers' summed epoch seconds, with
+    Ray Train's controller polling every `poll_s` seconds (set before this process starts Ray)."""
+    os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = poll_s
+    from slidegrid.train.config import build_train_config
+    from slidegrid.train.fit import fit
+
+    cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": os.path.join(root, "cohort.csv"),
+                              "out": tempfile.mkdtemp(), "model": "attention", "recipe": "none", "epochs": epochs,
+                              "workers": 1, "val_fold": 0, "patience": 0, "report_every": report_every,
+                              "model_kwargs": MODELS["attention"]})
+    t0 = time.perf_counter()
+    result = fit(cfg, log_to_mlflow=False)
+    return {"wall_s": time.perf_counter() - t0, "compute_s": sum(h["epoch_seconds"] for h in result.history)}
+
+
 def big_grid_row(model: str, side: int) -> dict:
     """One forward+backward of a model on a side x side x 512 grid (single process)."""
     import torch
@@ -124,19 +144,56 @@ def _synthetic_cohort(root: str, n: int) -> str:
     return cohort
 
 
+def held_out_row(model_name: str, cfg, result, seconds: float, radius: dict[str, float]) -> dict:
+    """The results-table row of one trained model (`fit`'s result for config `cfg`): recipe, slide counts, test
+    AUC / accuracy with their 95% bootstrap CIs (fit's own test metrics), test AUC of each lesion-size tercile
+    against all test normals (NIC Fig. 6/8: tumour slides binned by `radius[slide_id]`, µm), training seconds and
+    the paper's Camelyon16 figure. The test slides are re-scored here with the selected model, as `fit` did."""
+    import torch
+
+    from slidegrid import metrics
+    from slidegrid.train.grid_data import GridCache, load_examples
+    from slidegrid.train.inference import predict_grid
+    from slidegrid.train.registry import load_checkpoint_model
+
+    split = load_examples(cfg.grids, cfg.cohort, cfg.task).split(cfg.val_fold, cfg.test_fold)
+    test = split.test
+    model, _, _ = load_checkpoint_model(result.checkpoint_dir, cfg)
+    cache = GridCache()
+    scores = {}
+    for e in test:
+        dense, mask, grid = cache.get(e.grid)
+        out = predict_grid(model, model_name, dense, mask, "cpu", cfg.test_crops, grid=grid)
+        scores[e.slide_id] = float(torch.softmax(out, 0)[1])
+    labels = {e.slide_id: e.label for e in test}
+    normals = [s for s in scores if labels[s] == 0]
+    sizes = sorted(radius[s] for s in scores if labels[s] == 1)
+    edges = [0.0, *np.quantile(sizes, [1 / 3, 2 / 3]), np.inf]
+    by_size = []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        pos = [s for s in scores if labels[s] == 1 and lo <= radius[s] < hi]
+        ids = pos + normals
+        name = f"{lo:.0f}-{hi:.0f} µm" if np.isfinite(hi) else f">= {lo:.0f} µm"
+        by_size.append(f"{name}: {metrics.auc([labels[s] for s in ids], [scores[s] for s in ids]):.3f} "
+                       f"(n={len(pos)})")
+    t = result.test
+    return {"model": model_name, "recipe": f"{cfg.recipe} {list(cfg.recipe_overrides) or ''}".strip(),
+            "train/val/test slides": f"{len(split.train)}/{len(split.val)}/{len(test)}",
+            "test AUC (95% CI)": f"{t['test_auc']:.3f} ({t['test_auc_ci_low']:.3f}-{t['test_auc_ci_high']:.3f})",
+            "test accuracy (95% CI)": f"{t['test_accuracy']:.3f} ({t['test_accuracy_ci_low']:.3f}-"
+                                      f"{t['test_accuracy_ci_high']:.3f})",
+            "test AUC by lesion radius": "; ".join(by_size), "train s": f"{seconds:.0f}",
+            "paper (Camelyon16, other data)": PAPER_RESULTS.get(model_name, "")}
+
+
 def results(n: int, models: list[str], epochs: int | None) -> list[dict]:
     """Each model trained with its paper recipe (`epochs` None: the recipe's) on folds 2-3 of a synthetic cohort,
     validated on fold 1 (model selection), scored once on the test fold 0: test AUC / accuracy with 95%
     bootstrap CIs, and test AUC of each lesion-size tercile against all test normals (NIC Fig. 6/8)."""
     import pandas as pd
-    import torch
 
-    from slidegrid import metrics
     from slidegrid.train.config import build_train_config
     from slidegrid.train.fit import fit
-    from slidegrid.train.grid_data import GridCache, load_examples
-    from slidegrid.train.inference import predict_grid
-    from slidegrid.train.registry import load_checkpoint_model
 
     root = tempfile.mkdtemp()
     cohort = _synthetic_cohort(root, n)
@@ -150,35 +207,7 @@ def results(n: int, models: list[str], epochs: int | None) -> list[dict]:
                                   "epochs": epochs, **extra})
         t0 = time.perf_counter()
         result = fit(cfg, log_to_mlflow=False)
-        seconds = time.perf_counter() - t0
-        split = load_examples(cfg.grids, cfg.cohort, cfg.task).split(cfg.val_fold, cfg.test_fold)
-        test = split.test
-        model, _, _ = load_checkpoint_model(result.checkpoint_dir, cfg)
-        cache = GridCache()
-        scores = {}
-        for e in test:
-            dense, mask, grid = cache.get(e.grid)
-            out = predict_grid(model, model_name, dense, mask, "cpu", cfg.test_crops, grid=grid)
-            scores[e.slide_id] = float(torch.softmax(out, 0)[1])
-        labels = {e.slide_id: e.label for e in test}
-        normals = [s for s in scores if labels[s] == 0]
-        sizes = sorted(radius[s] for s in scores if labels[s] == 1)
-        edges = [0.0, *np.quantile(sizes, [1 / 3, 2 / 3]), np.inf]
-        by_size = []
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            pos = [s for s in scores if labels[s] == 1 and lo <= radius[s] < hi]
-            ids = pos + normals
-            name = f"{lo:.0f}-{hi:.0f} µm" if np.isfinite(hi) else f">= {lo:.0f} µm"
-            by_size.append(f"{name}: {metrics.auc([labels[s] for s in ids], [scores[s] for s in ids]):.3f} "
-                           f"(n={len(pos)})")
-        t = result.test
-        rows.append({"model": model_name, "recipe": f"{cfg.recipe} {list(cfg.recipe_overrides) or ''}".strip(),
-                     "train/val/test slides": f"{len(split.train)}/{len(split.val)}/{len(test)}",
-                     "test AUC (95% CI)": f"{t['test_auc']:.3f} ({t['test_auc_ci_low']:.3f}-{t['test_auc_ci_high']:.3f})",
-                     "test accuracy (95% CI)": f"{t['test_accuracy']:.3f} ({t['test_accuracy_ci_low']:.3f}-"
-                                               f"{t['test_accuracy_ci_high']:.3f})",
-                     "test AUC by lesion radius": "; ".join(by_size), "train s": f"{seconds:.0f}",
-                     "paper (Camelyon16, other data)": PAPER_RESULTS.get(model_name, "")})
+        rows.append(held_out_row(model_name, cfg, result, time.perf_counter() - t0, radius))
     return rows
 
 
@@ -190,6 +219,7 @@ def main() -> None:
     p.add_argument("--result-models", nargs="+", default=["attention", "nic-cnn"], choices=["attention", "nic-cnn"],
                    help="models of the results table (paper recipes, test-fold metrics)")
     p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--skip-cadence", action="store_true")
     p.add_argument("--limit", type=float, default=120, help="seconds allowed per 1000x1000 row")
     p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS), help="models to measure")
     p.add_argument("--row-timeout", type=float, default=900, help="seconds allowed per Ray Train row")
@@ -200,7 +230,8 @@ def main() -> None:
     a = p.parse_args()
     if a.row:
         kind, model, *rest = a.row
-        res = throughput_row(rest[0], model, int(rest[1])) if kind == "train" else big_grid_row(model, int(rest[0]))
+        res = throughput_row(rest[0], model, int(rest[1])) if kind == "train" else \
+            cadence_row(rest[0], int(model), int(rest[1]), rest[2]) if kind == "cadence" else big_grid_row(model, int(rest[0]))
         print("RESULT " + json.dumps(res))
         return
     if not a.skip_throughput:
@@ -220,6 +251,27 @@ def main() -> None:
             cell = f"> {a.limit:.0f} s (not finished)" if r is None else r.get("error") or \
                 f"{r['seconds']:.1f} s, peak {r['peak_mb']:.0f} MB"
             print(f"| {model} | 1000x1000 | 1 (fwd+bwd, no Ray) | {cell} | |", flush=True)
+    if not a.skip_cadence:
+        from slidegrid.runtime import LOCAL_RAY_ENV
+
+        root, epochs, walls = _write_random_grids(tempfile.mkdtemp(), 16, 19, 3), 20, {}
+        print("\n| report every | controller poll | epochs | reports | wall s of fit | worker compute s |\n"
+              "|---|---|---|---|---|---|")
+        for every, poll in ((1, "2.0"), (1, LOCAL_RAY_ENV["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"]),
+                            (10, LOCAL_RAY_ENV["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"])):
+            r = _sub(["--row", "cadence", str(every), root, str(epochs), poll], timeout=a.row_timeout)
+            reports = epochs // every
+            if r and "wall_s" in r:
+                walls[every, poll] = r["wall_s"]
+            cell = "not finished" if r is None else r.get("error") or f"{r['wall_s']:.1f} | {r['compute_s']:.2f}"
+            print(f"| {every} | {poll} s{' (baseline)' if poll == '2.0' else ''} | {epochs} | {reports} | {cell} |",
+                  flush=True)
+        if len(walls) == 3:
+            (w_base, w_poll, w_every) = walls.values()
+            extra = epochs - epochs // 10
+            print(f"each extra report costs {(w_base - w_every) / extra:.2f} s with the default poll, "
+                  f"{(w_poll - w_every) / extra:.2f} s with slidegrid's; {epochs} epochs: {w_base:.1f} s -> "
+                  f"{w_every:.1f} s ({w_base / w_every:.1f}x faster)")
     if not a.skip_results:
         rows = results(16 if a.quick else a.slides, a.result_models, 2 if a.quick else None)
         print("\n| " + " | ".join(rows[0]) + " |")

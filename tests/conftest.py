@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from _servers import free_port
+from slidegrid.runtime import local_ray_env
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE_DIR = SHARED_DATA / "slides"
@@ -17,6 +18,7 @@ NO_SAMPLES = f"no sample slides in {SAMPLE_DIR} (see {SHARED_DATA / 'README.md'}
 
 # Tests run Ray without token auth (RAY-NOTES: on by default for local ray.init since 2.59).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+local_ray_env()  # every Ray the tests start (ray_local, Cluster nodes, subprocesses) polls as init_ray's does
 
 
 def _sample_files() -> list[Path]:

@@ -22,17 +22,27 @@ RAY_CHATTER = ("RayTrainWorker", "TrainController", "Reporting training result",
                "streaming_executor", "core_worker.cc", "(autoscaler)")
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
-def test_demo_runs_every_stage_and_reports_where_things_are(tmp_path):
-    """The console script in its own process (its own Ray, as a user runs it), so what reaches the terminal is
-    what a user sees: the stages, one line per epoch, the report; Ray's logs in <out>/logs/ray.log."""
-    out = tmp_path / "demo"
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """`slidegrid demo` as a user runs it: the console script in its own process (its own Ray), from a folder laid
+    out like the repository root (./slidegrid-demo, jobs/configs), so the README's relative paths work there."""
+    root = tmp_path_factory.mktemp("repo")
+    (root / "jobs").symlink_to(Path(__file__).resolve().parents[1] / "jobs")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, "-m", "slidegrid.cli", "demo", "--out", str(out), "--slides", "6",
-                           "--size", "1024", "--workers", "1", "--epochs", "3"],
-                          capture_output=True, text=True, env=env, timeout=540)
+    proc = subprocess.run([sys.executable, "-m", "slidegrid.cli", "demo", "--slides", "8", "--size", "1024",
+                           "--workers", "1", "--epochs", "3"], cwd=root, capture_output=True, text=True, env=env,
+                          timeout=540)
+    return root, proc
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_demo_runs_every_stage_and_reports_where_things_are(demo_run):
+    """What reaches the terminal is what a user sees: the stages, one line per epoch, the report; Ray's logs in
+    <out>/logs/ray.log."""
+    root, proc = demo_run
+    out = root / "slidegrid-demo"
     printed, terminal = proc.stdout, proc.stdout + proc.stderr
     assert proc.returncode == 0, terminal[-3000:]
     for stage in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]"):
@@ -48,9 +58,9 @@ def test_demo_runs_every_stage_and_reports_where_things_are(tmp_path):
     assert f"Ray's logs: {out}/logs/ray.log" in proc.stderr
     assert log.count("Reporting training result") == 1  # one report: 1 worker, the last epoch
     assert "streaming_executor" in log and "(RayTrainWorker pid=" in log and "[slidegrid] epoch 3/3" in log
-    assert len(list((out / "tissue").glob("*_tissue.png"))) == 6
+    assert len(list((out / "tissue").glob("*_tissue.png"))) == 8
     manifest = read_manifest(str(out / "grids" / MANIFEST_NAME))
-    assert len(manifest) == 6 and {m["status"] for m in manifest.values()} <= {"ok", "skipped_no_tissue"}
+    assert len(manifest) == 8 and {m["status"] for m in manifest.values()} <= {"ok", "skipped_no_tissue"}
     mlflow.set_tracking_uri(f"sqlite:///{out}/mlflow.db")
     versions = mlflow.MlflowClient().search_model_versions("name='slidegrid-attention-classification'")
     assert len(versions) == 1  # the trained model is registered where the report says
@@ -65,17 +75,18 @@ def _readme_tune_command() -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_readme_tune_example_runs_as_written_on_the_demo_grids(tmp_path, ray_local, monkeypatch):
-    """Run from a folder laid out like the repository root (the demo's ./slidegrid-demo, jobs/configs), with
-    the README's relative paths untouched: Ray's workers run elsewhere, so relative paths must not reach them."""
-    repo = Path(__file__).resolve().parents[1]
-    (tmp_path / "jobs").symlink_to(repo / "jobs")
-    monkeypatch.chdir(tmp_path)
-    assert main(["demo", "--slides", "8", "--size", "1024", "--workers", "1", "--epochs", "1"]) == 0
+def test_readme_tune_example_runs_as_written_on_the_demo_grids(demo_run, ray_local, monkeypatch):
+    """The README's paths untouched, run from the demo's folder: Ray's workers run elsewhere, so relative paths
+    must not reach them. Fewer trials and epochs than written (the sweep's size is not what is tested here)."""
+    root, proc = demo_run
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    monkeypatch.chdir(root)
     args = _readme_tune_command()
+    for flag in ("--trials", "--epochs"):
+        args[args.index(flag) + 1] = "2"
     assert main(args) == 0
     import yaml
 
-    best = yaml.safe_load((tmp_path / "slidegrid-demo" / "sweep" / "best.yaml").read_text())
-    assert best["trials"] == int(args[args.index("--trials") + 1]) and best["best_params"]
-    assert best["best_checkpoint"].startswith(str(tmp_path / "slidegrid-demo" / "sweep"))
+    best = yaml.safe_load((root / "slidegrid-demo" / "sweep" / "best.yaml").read_text())
+    assert best["trials"] == 2 and best["best_params"]
+    assert best["best_checkpoint"].startswith(str(root / "slidegrid-demo" / "sweep"))

@@ -161,11 +161,11 @@ def test_regression_and_segmentation_learn_what_the_data_says(cohort, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_asha_stopped_trials_free_their_workers_for_the_next(cohort, tmp_path):
-    """4 trials one at a time, 2 Train workers each, ASHA grace 1 epoch: the three that cannot learn (lr 1e-7)
+    """3 trials one at a time, 2 Train workers each, ASHA grace 1 epoch: the two that cannot learn (lr 1e-7)
     are stopped at the first rung, and each next trial gets the workers of the one stopped before it
     (they used to stay held, and the third trial waited for ever)."""
     space = tmp_path / "space.yaml"
-    space.write_text("metric: val_loss\nmode: min\nparams:\n  lr: {grid: [0.01, 1.0e-7, 1.0e-7, 1.0e-7]}\n")
+    space.write_text("metric: val_loss\nmode: min\nparams:\n  lr: {grid: [0.01, 1.0e-7, 1.0e-7]}\n")
     code = main(["tune", "--grids", str(cohort / "grids"), "--cohort", str(cohort / "cohort.csv"), "--out",
                  str(tmp_path / "t"), "--space", str(space), "--trials", "1", "--epochs", "4", "--val-fold", "0",
                  "--workers", "2", "--max-concurrent", "1", "--grace-epochs", "1", "--config",
@@ -174,14 +174,14 @@ def test_asha_stopped_trials_free_their_workers_for_the_next(cohort, tmp_path):
     import yaml
 
     best = yaml.safe_load((tmp_path / "t" / "best.yaml").read_text())
-    assert best["trials"] == 4 and best["best_params"]["lr"] == 0.01
-    assert best["stopped_early"] >= 2, best  # ASHA stopped trials: the test proved something
+    assert best["trials"] == 3 and best["best_params"]["lr"] == 0.01
+    assert best["stopped_early"] >= 1, best  # ASHA stopped trials: the test proved something
     assert os.path.isdir(best["best_checkpoint"])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/t/mlflow/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["slidegrid-tune"], output_format="list")
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id]
-    assert len(parents) == 1 and len(children) == 4
+    assert len(parents) == 1 and len(children) == 3
 
 
 def _adam(tmp_path):

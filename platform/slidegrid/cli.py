@@ -122,21 +122,50 @@ def _synth(args: argparse.Namespace) -> int:
     from .synthetic import synthesize_archive
 
     cohort = synthesize_archive(args.outdir, n=args.n, size=args.size, seed=args.seed, mpp=args.mpp,
-                                tumour_rate=args.tumour_rate, progress=not args.no_progress)
+                                tumour_rate=args.tumour_rate, progress=not args.no_progress,
+                                tumour_radius_um=tuple(args.tumour_radius_um), texture_from=args.texture_from,
+                                split=args.split, patch_mpp=args.patch_mpp)
     print(f"wrote {args.n} slides and {cohort}")
+    if args.texture_from:
+        with open(os.path.join(args.outdir, "texture.json")) as f:
+            rep = json.load(f)
+        for name in ("normal", "tumour"):
+            r = rep[name]
+            print(f"{name} cells: {r['cells']} drawn from {r['patches']} {rep['split']!r} patches, "
+                  f"{r['distinct_used']} used, {r['mean_uses_per_used_patch']} times each on average (max {r['max_uses']})")
     return 0
 
 
 def _register_synth(sub: argparse._SubParsersAction) -> None:
+    from .synthetic import SyntheticSpec
+
     p = sub.add_parser("synth", help="write synthetic H&E-like pyramidal slides with ground truth",
-                       description="Synthetic slides (tumour / normal), GeoJSON + PNG tumour masks, cohort.csv.")
+                       description="Synthetic slides (tumour / normal), GeoJSON + PNG tumour masks, cohort.csv. "
+                                   "Tissue is procedural, or with --texture-from tiled from real H&E patches of one "
+                                   "split (README: Real-texture cohorts).")
     p.add_argument("outdir", help="output folder")
     p.add_argument("--n", type=int, default=8, help="number of slides")
     p.add_argument("--size", type=int, default=4096, help="slide width in pixels (height is 3/4 of it)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mpp", type=float, default=0.5, help="level-0 µm/px")
+    p.add_argument("--mpp", type=float, default=None,
+                   help="level-0 µm/px (default 0.5; texture slides are written at --patch-mpp, and a different "
+                        "--mpp is refused)")
     p.add_argument("--tumour-rate", type=float, default=0.5, help="fraction of slides with tumour")
+    lo, hi = SyntheticSpec.tumour_radius_um
+    p.add_argument("--tumour-radius-um", type=float, nargs=2, default=[lo, hi], metavar=("MIN", "MAX"),
+                   help=f"tumour radius range in µm (default {lo:g} {hi:g}; capped at 0.3 of its tissue blob)")
     p.add_argument("--no-progress", action="store_true")
+    g = p.add_argument_group("real texture")
+    g.add_argument("--texture-from", metavar="PATCH_ROOT", default=None,
+                   help="tile tissue from the real patches of PATCH_ROOT/<split>/<0|1>/ (0 normal, 1 tumour; "
+                        "PATCH_ROOT/index.csv used when present, its duplicate_of rows skipped), e.g. "
+                        "../shared/data/realworld/patches/pcam; level 0 is lossless (Deflate), the tumour truth is "
+                        "the cells holding tumour patches; texture.json says how often patches repeat")
+    g.add_argument("--split", default=None, metavar="S",
+                   help="the patch split to draw from (train, valid or test for PCam): one split per cohort role, "
+                        "so no patch is in two roles")
+    g.add_argument("--patch-mpp", type=float, default=None, metavar="MPP",
+                   help="the patches' µm/px, also the slides' (default 0.97: PatchCamelyon, Camelyon16 at 10x)")
     p.set_defaults(func=_synth)
 
 
@@ -350,6 +379,65 @@ def _register_show(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_show)
 
 
+# -- probe (frozen encoders on a labelled patch set) ---------------------------------------------
+
+def _probe(args: argparse.Namespace) -> int:
+    from .probe_patches import ProbeConfig, format_table, run_probe
+
+    config = ProbeConfig(patches=args.patches, mpp=args.mpp, encoder=args.encoder, weights=args.weights, out=args.out,
+                         train_split=args.train_split, test_split=args.test_split, k=args.k,
+                         random_twin=not args.no_random_twin, bootstrap_reps=args.bootstrap_reps,
+                         batch_size=args.batch_size, actors=args.actors, data_cpus=args.data_cpus, amp=args.amp,
+                         tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow, progress=not args.no_progress)
+    report = run_probe(config)
+    d = report.dataset
+    print(f"{config.encoder} ({config.weights or 'no weights'}) on {d['patches']}: {d['n_train']} {d['train_split']} / "
+          f"{d['n_test']} {d['test_split']} patches, {d['patch_px']} px at {d['mpp']:g} µm/px"
+          + (f", {d['duplicates_dropped']} duplicates left out" if d["duplicates_dropped"] else ""))
+    print(format_table(report))
+    for note in report.notes:
+        print(note)
+    print(f"wall time {report.seconds:.1f} s")
+    print("tables: " + "  ".join(report.tables.values()))
+    if report.run_id:
+        print(f"mlflow: run {report.run_id} in {report.tracking_uri}")
+    return 0
+
+
+def _register_probe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="score an encoder's frozen embeddings on a labelled patch set (linear probe, "
+                       "k-NN) beside its random-weights twin",
+                       description="Embeds the train and test splits of a patch set with encode's Ray Data actors, "
+                       "fits a standardized logistic regression and a k-NN on the train split, and scores the test "
+                       "split: accuracy, balanced accuracy and AUC with 95%% bootstrap CIs, for the encoder and "
+                       "the same network with random weights (timm:, presets, learned encoders; none for "
+                       "mean-rgb). Writes probe-<encoder>.csv/.json under --out and one MLflow run.")
+    p.add_argument("--patches", required=True, help="patch folder (ROOT/<split>/<class>/*.png|jpg|tif, or "
+                   "ROOT/<class>/...) or CSV table with columns path,label[,split] (paths relative to it); a "
+                   "folder's index.csv with a duplicate_of column drops the marked copies")
+    p.add_argument("--mpp", type=float, default=None, help="µm/px of the patches (required; PatchCamelyon 0.97)")
+    p.add_argument("--encoder", default="mean-rgb", help="mean-rgb, a foundation-model preset (`slidegrid "
+                   "encoders`), timm:ARCH, or a learned encoder: vae | contrastive | bigan | supervised")
+    p.add_argument("--weights", default=None, help="as for encode: checkpoint file or folder, MLflow model URI, "
+                   "hf-hub:ORG/NAME (downloads), or random; a preset without it is looked up in the local HF cache")
+    p.add_argument("--out", default="slidegrid-probe", help="output folder (default ./slidegrid-probe; one "
+                   "probe-<encoder>.csv/.json per encoder, one MLflow store)")
+    p.add_argument("--train-split", default="train", help="split the probes are fitted on (default train)")
+    p.add_argument("--test-split", default="test", help="split they are scored on (default test)")
+    p.add_argument("--k", type=int, default=20, help="k-NN neighbours (default 20, as DINO and UNI)")
+    p.add_argument("--no-random-twin", action="store_true", help="skip the random-weights twin")
+    p.add_argument("--bootstrap-reps", type=int, default=1000, help="bootstrap resamples of the CIs (default 1000)")
+    p.add_argument("--batch-size", type=_batch_size, default="auto", help="patches per encoder batch, or auto "
+                   "(as encode)")
+    p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16", help="autocast on GPU")
+    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
+                   "else SQLite under --out)")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_placement(p, actors=True)
+    p.set_defaults(func=_probe)
+
+
 # -- train / tune / predict ---------------------------------------------------------------------
 
 def add_train_arguments(p: argparse.ArgumentParser, concurrent: bool = False) -> None:
@@ -501,11 +589,18 @@ def _train_encoder(args: argparse.Namespace) -> int:
         storage=args.storage,
         **_given(args, "workers", "gpus_per_worker", "data_cpus", "start_timeout_s"),
         name=args.name, tracking_uri=args.tracking_uri, register_as=args.register_as, mlflow=not args.no_mlflow,
-        seed=args.seed, storage_options=parse_storage_options(args.storage_options) or {})
+        seed=args.seed, storage_options=parse_storage_options(args.storage_options) or {},
+        train_split=args.train_split, val_split=args.val_split, val_tiles=args.val_tiles, crop_min=args.crop_min)
     result = fit_encoder(cfg)
     first, last = result.history[0], result.history[-1]
     print(f"trained the {cfg.method} encoder (C={cfg.code_size}) for {len(result.history)} epochs: loss "
           f"{first['train_loss']:.4g} -> {last['train_loss']:.4g}, {last['tiles_per_s']:.1f} tiles/s")
+    if "val_loss" in last:
+        kept = (f"epoch {result.best_epoch + 1} (lowest validation loss "
+                f"{result.history[result.best_epoch]['val_loss']:.4g})" if result.best_epoch is not None
+                else "the last epoch")
+        print(f"validation on split {cfg.val_split!r}: loss {first['val_loss']:.4g} -> {last['val_loss']:.4g}; "
+              f"kept {kept}")
     print(f"encoder: {result.encoder_file}" + (f"  model: {result.model_uri}" if result.model_uri else ""))
     print(f"encode with: slidegrid encode INPUT --out GRIDS --encoder {cfg.method} --weights "
           f"{result.model_uri or result.encoder_file} --tile-size {cfg.tile_size} --mpp {cfg.mpp:g}")
@@ -520,14 +615,24 @@ def _register_train_encoder(sub: argparse._SubParsersAction) -> None:
                        "Ray Data; writes OUT/encoder-METHOD.pt and registers it in MLflow. Use it with "
                        "`slidegrid encode --encoder METHOD --weights FILE|models:/NAME/VERSION`.")
     p.add_argument("--input", required=True, help="archive: folder, glob, s3:// prefix or cohort table "
-                   "(supervised: a cohort with an `annotation` column)")
+                   "(supervised: a cohort with an `annotation` column); or, with --train-split, a labelled patch "
+                   "set: ROOT/<split>/<class>/*.png|jpg or a path,label,split CSV (needs --mpp)")
     from .encoders.learned import METHODS
 
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--out", required=True, help="output folder (encoder file, checkpoints, MLflow store)")
     p.add_argument("--code-size", type=int, default=128, help="embedding size C (NIC: 128)")
-    p.add_argument("--tile-size", type=int, default=128, help="tile side in pixels at --mpp (NIC: 128)")
-    p.add_argument("--mpp", type=float, default=0.5, help="µm/px of the tiles (default 0.5)")
+    p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels at --mpp (default: NIC's 128 "
+                   "on an archive, the patches' side on a patch set)")
+    p.add_argument("--mpp", type=float, default=None, help="µm/px of the tiles (default 0.5 on an archive); a "
+                   "patch set's pixel size, required there (PatchCamelyon: 0.97)")
+    p.add_argument("--train-split", default=None, help="patch set input: the split to train on (PCam: train); "
+                   "self-supervised methods ignore its labels, supervised uses them")
+    p.add_argument("--val-split", default=None, help="patch set input: the split scored every epoch (PCam: "
+                   "valid; never the test split); the epoch of lowest validation loss is kept (BiGAN: the last)")
+    p.add_argument("--val-tiles", type=int, default=1024, help="validation patches (contrastive: pairs) per epoch")
+    p.add_argument("--crop-min", type=int, default=None, help="contrastive on patches: crops of a pair have "
+                   "sides drawn from [CROP_MIN, tile size] px (default 2/3 of the tile size: 64 of 96)")
     p.add_argument("--width", type=int, default=32, help="channels of the first conv layer (doubling per layer)")
     p.add_argument("--depth", type=int, default=4, help="stride-2 conv layers (tile size must divide by 2^depth)")
     p.add_argument("--epochs", type=int, default=10)
@@ -779,7 +884,7 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import DemoConfig, run_demo
 
     run_demo(DemoConfig(out=args.out, slides=args.slides, size=args.size, seed=args.seed, workers=args.workers,
-                        epochs=args.epochs))
+                        epochs=args.epochs, texture_from=args.texture_from))
     return 0
 
 
@@ -794,6 +899,9 @@ def _register_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=2, help="Ray Train workers")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the attention paper's "
                    "recipe, 35 epochs of 38 optimizer steps at batch 64)")
+    p.add_argument("--texture-from", default=None, metavar="PATCH_ROOT", help="tile the slides' tissue from the "
+                   "real patches of a PatchCamelyon-style folder (train/ valid/ test/ -> training, validation and "
+                   "test slides), read at 0.97 µm/px; default: the fast procedural slides")
     p.set_defaults(func=_demo)
 
 
@@ -806,6 +914,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _register_encoders,
     _register_encode,
     _register_show,
+    _register_probe,
     _register_train_encoder,
     _register_train,
     _register_tune,

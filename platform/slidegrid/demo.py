@@ -26,6 +26,10 @@ class DemoConfig:
     # Ray Train reports (and checkpoints) every 10th epoch and at the last: each report waits up to 2 s for Ray
     # Train's controller (train/checkpoints.py report_epoch), longer than a demo epoch.
     report_every: int = 10
+    # A patch folder (PatchCamelyon layout): slides tiled from its real patches, one split per role (train/ ->
+    # train, valid/ -> validation, test/ -> test: synthetic_texture.synthesize_split_cohorts), read at the
+    # patches' own 0.97 µm/px. None: the fast procedural slides.
+    texture_from: str | None = None
 
 
 def _tissue_overlays(cohort: str, out: str) -> pd.DataFrame:
@@ -57,14 +61,25 @@ def run_demo(cfg: DemoConfig) -> dict:
     from .train.fit import fit
 
     out = os.path.abspath(cfg.out)
-    print(f"[1/5] synthesizing {cfg.slides} slides of {cfg.size}x{cfg.size} px in {out}/archive")
-    cohort = synthesize_archive(os.path.join(out, "archive"), n=cfg.slides, size=cfg.size, seed=cfg.seed)
+    print(f"[1/5] synthesizing {cfg.slides} slides of {cfg.size}x{cfg.size} px in {out}/archive"
+          + (f", tissue tiled from the real patches of {cfg.texture_from}" if cfg.texture_from else ""))
+    mpp, split = 0.5, {"test_fold": 0}
+    if cfg.texture_from:
+        from .synthetic_texture import PCAM_MPP, synthesize_split_cohorts
+
+        n_val = n_test = max(2, cfg.slides // 4)
+        cohort = synthesize_split_cohorts(os.path.join(out, "archive"), cfg.texture_from,
+                                          {"train": max(2, cfg.slides - n_val - n_test), "val": n_val,
+                                           "test": n_test}, size=cfg.size, seed=cfg.seed)
+        mpp, split = PCAM_MPP, {}  # the cohort's split column decides train / val / test
+    else:
+        cohort = synthesize_archive(os.path.join(out, "archive"), n=cfg.slides, size=cfg.size, seed=cfg.seed)
     print("[2/5] tissue masks and tile grids")
     table = _tissue_overlays(cohort, os.path.join(out, "tissue"))
     print(table.to_string(index=False, max_rows=12))
     print(f"[3/5] encoding with {cfg.encoder} on Ray Data")
     results = run_encode(EncodeConfig(input=cohort, out=os.path.join(out, "grids"), encoder=cfg.encoder,
-                                      tile_size=224, mpp=0.5, dtype="float32",
+                                      tile_size=224, mpp=mpp, dtype="float32",
                                       tracking_uri=f"sqlite:///{out}/mlflow.db")).results
     counts = summarize(results)
     print(f"      {counts['ok']} slides ok, {counts['failed']} failed, {counts['tiles']} tiles")
@@ -72,13 +87,14 @@ def run_demo(cfg: DemoConfig) -> dict:
     train_cfg = build_train_config({"grids": os.path.join(out, "grids"), "cohort": cohort,
                                     "out": os.path.join(out, "train"), "model": "attention",
                                     "task": "classification", "epochs": cfg.epochs, "workers": cfg.workers,
-                                    "test_fold": 0,
+                                    **split,
                                     "report_every": cfg.report_every,
                                     "tracking_uri": f"sqlite:///{out}/mlflow.db"})
     result = fit(train_cfg)
     print("[5/5] report")
     report = {"slides": cfg.slides, "tiles": counts["tiles"],
-              # Fold 0 is the test set: never trained on, never used to pick the model (fold 1 validates).
+              # Fold 0 (texture: the test/-patch slides) is the test set: never trained on, never used to pick
+              # the model (fold 1, texture: the valid/-patch slides, validates).
               "test_auc": _with_ci(result.test, "test_auc"), "test_accuracy": _with_ci(result.test, "test_accuracy"),
               "model": result.model_uri, "mlflow": f"mlflow ui --backend-store-uri sqlite:///{out}/mlflow.db",
               "tissue_overlays": os.path.join(out, "tissue"), "grids": os.path.join(out, "grids")}

@@ -294,28 +294,49 @@ def commit_grid(config: EncodeConfig, slide_id: str, meta: dict[str, Any],
     return {"tiles": int(len(emb))}
 
 
-def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool, str | None]:
+@dataclass(frozen=True)
+class EncoderCheck:
+    """What the driver learns about an encoder before any actor starts (check_encoder)."""
+
+    dim: int  # embedding size C
+    digest: str  # weights digest (settings hash, MLflow)
+    light: bool  # costs next to nothing (mean-RGB): small CPU shares for its actors
+    weights: str | None  # what the actors load: a preset's local file (never a download), else as given
+    # The tile side (px) and µm/px the weights pin (learned encoders: their net has one input size); None where
+    # any geometry runs (a preset resizes tiles to its input).
+    tile_size: int | None = None
+    mpp: float | None = None
+
+
+def check_encoder(encoder: str, weights: str | None) -> EncoderCheck:
     """Fail early on the driver and learn the encoder's size, weights digest and weight, and the weights its
     actors load. A foundation-model preset is not built (a ViT-g is 1.1 B parameters): its declared dim, the
     sha256 of its weight file, and its checkpoint's keys checked against the network on the `meta` device; a
     download asked for with hf-hub: happens here, once, and the actors get the local file. Other encoders are
-    small and built once on the CPU."""
-    preset = find_preset(config.encoder)
+    small and built once on the CPU. ConfigError for an unknown encoder or weights that are missing or do not
+    fit."""
+    preset = find_preset(encoder)
     if preset is not None:
         from .encoders.preset_encoder import check_weights, locate_weights
 
-        found = locate_weights(preset, config.weights)
+        found = locate_weights(preset, weights)
         if found.path is not None:
             check_weights(preset, found.path)
         log.info("%s: weights %s (%s), digest %s", preset.name, found.path or "random", found.source, found.digest)
-        return preset.dim, found.digest, False, found.path or "random"
-    enc = build_encoder(EncoderSpec(config.encoder, config.weights, device="cpu"))
+        return EncoderCheck(preset.dim, found.digest, False, found.path or "random")
+    enc = build_encoder(EncoderSpec(encoder, weights, device="cpu"))
+    return EncoderCheck(enc.dim, enc.weights_digest, enc.light, weights, enc.tile_size, enc.mpp)
+
+
+def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool, str | None]:
+    """check_encoder, and a learned encoder's tile geometry against the grid's: (dim, digest, light, weights)."""
+    c = check_encoder(config.encoder, config.weights)
     # A learned encoder's weights fix the tile geometry it sees (its preprocessing travels with the weights).
-    if enc.tile_size is not None and (enc.tile_size != config.tile_size or abs(enc.mpp - config.mpp) > 1e-9):
+    if c.tile_size is not None and (c.tile_size != config.tile_size or abs(c.mpp - config.mpp) > 1e-9):
         raise ConfigError("--tile-size", f"encoder {config.encoder} ({config.weights}) was trained on "
-                                         f"{enc.tile_size}-px tiles at {enc.mpp:g} µm/px; encode with --tile-size "
-                                         f"{enc.tile_size} --mpp {enc.mpp:g}")
-    return enc.dim, enc.weights_digest, enc.light, config.weights
+                                         f"{c.tile_size}-px tiles at {c.mpp:g} µm/px; encode with --tile-size "
+                                         f"{c.tile_size} --mpp {c.mpp:g}")
+    return c.dim, c.digest, c.light, c.weights
 
 
 def _verify_grid(config: EncodeConfig, shash: str, rec: SlideRecord) -> SlideResult | None:

@@ -34,6 +34,12 @@ def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
 
 
+def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Mean over the classes present in `y_true` of the fraction of that class predicted right (recall)."""
+    y, p = np.asarray(y_true), np.asarray(y_pred)
+    return float(np.mean([np.mean(p[y == c] == c) for c in np.unique(y)]))
+
+
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[int]) -> np.ndarray:
     """Counts[true, predicted]."""
     return skm.confusion_matrix(y_true, y_pred, labels=list(labels))

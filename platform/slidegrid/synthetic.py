@@ -13,9 +13,14 @@ import math
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from .annotations import Annotation
+    from .synthetic_texture import PatchBank
 
 TEXTURE = 1024  # level-0 texture period in pixels
 MASK_MPP = 8.0  # resolution of the PNG ground-truth masks
@@ -78,7 +83,13 @@ class Region:
 
 @dataclass
 class SyntheticTruth:
-    """Ground truth of a synthetic slide."""
+    """Ground truth of a synthetic slide.
+
+    Procedural slides: the tumour is the union of `tumours` (smooth polygons). Patch-mosaic slides
+    (`synthetic_texture`): the tumour is cell-quantized, `cells[i, j]` (0 glass, 1 normal patch, 2 tumour patch)
+    on a lattice of `cell_px` level-0 px, and polygons, masks and areas all follow the cells, never the smooth
+    lesion they were drawn from (a patch's label holds for the whole cell it fills, nothing finer).
+    """
 
     label: int
     tumour_polygons: list[np.ndarray]
@@ -88,19 +99,36 @@ class SyntheticTruth:
     mpp: float
     tissue: list[Region] = field(default_factory=list)
     tumours: list[Region] = field(default_factory=list)
+    cells: np.ndarray | None = None
+    cell_px: int = 0
+    patches: np.ndarray | None = None  # mosaic only: index into the PatchBank per cell, -1 glass
+    tumour_holes: list[list[np.ndarray]] = field(default_factory=list)
 
     def masks(self, mpp: float) -> tuple[np.ndarray, np.ndarray]:
         """(tissue, tumour) boolean masks at `mpp`, computed in bands of rows to bound memory."""
         f = mpp / self.mpp
         w, h = max(1, round(self.dimensions[0] / f)), max(1, round(self.dimensions[1] / f))
-        tissue, tumour = np.zeros((h, w), bool), np.zeros((h, w), bool)
         x = (np.arange(w) + 0.5) * f
+        if self.cells is not None:  # each mask pixel takes the class of the cell holding its centre
+            ny, nx = self.cells.shape
+            ix = np.minimum((x // self.cell_px).astype(int), nx - 1)
+            iy = np.minimum(((np.arange(h) + 0.5) * f // self.cell_px).astype(int), ny - 1)
+            cls = self.cells[iy][:, ix]
+            return cls > 0, cls == 2
+        tissue, tumour = np.zeros((h, w), bool), np.zeros((h, w), bool)
         for r0 in range(0, h, 256):
             y = (np.arange(r0, min(h, r0 + 256)) + 0.5) * f
             xx, yy = np.meshgrid(x, y)
             tissue[r0:r0 + len(y)] = _union(self.tissue, xx, yy)
             tumour[r0:r0 + len(y)] = _union(self.tumours, xx, yy)
         return tissue, tumour
+
+    def tumour_annotations(self) -> list[Annotation]:
+        """The tumour as `annotations.Annotation`s (level-0 px, label "Tumor"), holes included."""
+        from .annotations import Annotation
+
+        holes = self.tumour_holes or [[] for _ in self.tumour_polygons]
+        return [Annotation(p, list(h), "Tumor") for p, h in zip(self.tumour_polygons, holes)]
 
 
 def _union(regions: list[Region], x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -137,11 +165,16 @@ def layout(spec: SyntheticSpec) -> tuple[list[Region], list[Region]]:
     return tissue, tumours
 
 
+def _glass(rng: np.random.Generator) -> np.ndarray:
+    """Near-white glass (TEXTURE x TEXTURE x 3 float, periodic): the first draw of a slide's texture generator."""
+    return np.clip(242 + rng.normal(0, 2.0, (TEXTURE, TEXTURE, 1)), 0, 255).repeat(3, axis=2)
+
+
 def _textures(seed: int, mpp: float) -> dict[str, np.ndarray]:
     """Level-0 texture tiles (TEXTURE x TEXTURE, periodic): glass, stroma, tumour."""
     rng = np.random.default_rng(10_000 + seed)
     n = TEXTURE
-    glass = np.clip(242 + rng.normal(0, 2.0, (n, n, 1)), 0, 255).repeat(3, axis=2)
+    glass = _glass(rng)
     yy, xx = np.mgrid[0:n, 0:n]
     fibres = np.sin((xx * 0.7 + yy * 0.3) * 2 * np.pi / 37 + 3 * np.sin(yy * 2 * np.pi / n * 4)) * 0.5 + 0.5
     stroma = np.empty((n, n, 3))
@@ -174,11 +207,18 @@ class _Renderer:
     def __init__(self, spec: SyntheticSpec) -> None:
         self.spec = spec
         self.tissue, self.tumours = layout(spec)
-        self.base = _textures(spec.seed, spec.mpp)
+        self._base: dict[str, np.ndarray] | None = None
         self._level_tex: dict[int, dict[str, np.ndarray]] = {}
         # Linear interpolation from the lattice to every pixel of a tile, as one (t, n) matrix.
         lattice = np.arange(0, spec.tile + _LATTICE, _LATTICE)
         self._interp = np.clip(1 - np.abs(np.arange(spec.tile)[:, None] - lattice[None, :]) / _LATTICE, 0, None)
+
+    @property
+    def base(self) -> dict[str, np.ndarray]:
+        """Level-0 textures, drawn on first use (~0.7 s; the patch mosaic needs none of them)."""
+        if self._base is None:
+            self._base = _textures(self.spec.seed, self.spec.mpp)
+        return self._base
 
     def textures(self, d: int) -> dict[str, np.ndarray]:
         if d not in self._level_tex:
@@ -223,6 +263,17 @@ class _Renderer:
             for tx in range(math.ceil(w / t)):
                 yield self.tile(d, tx, ty)
 
+    def truth(self) -> SyntheticTruth:
+        """Ground truth of the rendered slide: the tumour regions inside tissue, areas from 8 µm/px masks."""
+        spec = self.spec
+        truth = SyntheticTruth(label=int(bool(self.tumours)), tumour_polygons=[r.polygon() for r in self.tumours],
+                               tumour_area_um2=0.0, tissue_area_um2=0.0, dimensions=(spec.width, spec.height),
+                               mpp=spec.mpp, tissue=self.tissue, tumours=self.tumours)
+        t_mask, u_mask = truth.masks(MASK_MPP)
+        truth.tissue_area_um2 = float(t_mask.sum() * MASK_MPP ** 2)
+        truth.tumour_area_um2 = float((u_mask & t_mask).sum() * MASK_MPP ** 2)
+        return truth
+
 
 def _overlaps(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
@@ -237,15 +288,32 @@ def _levels(spec: SyntheticSpec) -> list[int]:
     return ds
 
 
-def write_synthetic_slide(path: str, spec: SyntheticSpec = SyntheticSpec()) -> SyntheticTruth:
-    """Write a pyramidal tiled-JPEG BigTIFF (pyramid in SubIFDs) and return its ground truth."""
+def write_synthetic_slide(path: str, spec: SyntheticSpec = SyntheticSpec(),
+                          texture: PatchBank | None = None) -> SyntheticTruth:
+    """Write a pyramidal tiled BigTIFF (pyramid in SubIFDs, mpp in the resolution tags) and return its truth.
+
+    Procedural tissue in JPEG tiles (quality `spec.quality`) by default. With `texture` (a `PatchBank` from
+    `synthetic_texture.load_patch_bank`), tissue is a mosaic of its real patches (`synthetic_texture`), written
+    lossless (Deflate + horizontal predictor) so level 0 holds the patches' decoded pixels exactly; `spec.mpp`
+    must then equal `texture.mpp` (ConfigError otherwise: level 0 is never resampled).
+    """
     import tifffile
 
-    render = _Renderer(spec)
+    if texture is None:
+        render = _Renderer(spec)
+        codec: dict = {"compression": "jpeg", "compressionargs": {"level": spec.quality}}
+    else:
+        from .synthetic_texture import MosaicRenderer
+
+        render = MosaicRenderer(spec, texture)
+        # Lossless: a second JPEG generation over the patches' own JPEG artefacts would change every pixel,
+        # so no test could tell which patch lies where; Deflate is what every TIFF reader (libtiff/OpenSlide,
+        # tifffile, Bio-Formats, libvips) decodes, which zstd is not yet.
+        codec = {"compression": "zlib", "predictor": True}
     levels = _levels(spec)
     res = {"resolution": (1e4 / spec.mpp, 1e4 / spec.mpp), "resolutionunit": "CENTIMETER"} if spec.write_mpp else {}
-    common = {"dtype": np.uint8, "tile": (spec.tile, spec.tile), "photometric": "rgb", "compression": "jpeg",
-              "compressionargs": {"level": spec.quality}, "maxworkers": os.cpu_count() or 1,
+    common = {"dtype": np.uint8, "tile": (spec.tile, spec.tile), "photometric": "rgb", **codec,
+              "maxworkers": os.cpu_count() or 1,
               # tifffile gathers 512 MB of raw tiles per compression pass by default; keep that small
               "buffersize": 32 << 20}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -260,25 +328,51 @@ def write_synthetic_slide(path: str, spec: SyntheticSpec = SyntheticSpec()) -> S
             tif.write(render.tiles(d, w, h), shape=(h, w, 3), **common, **extra, **(res if i == 0 else level_res),
                       metadata=None)
     os.replace(tmp, path)
-    tissue, tumours = render.tissue, render.tumours
-    truth = SyntheticTruth(label=int(bool(tumours)), tumour_polygons=[r.polygon() for r in tumours],
-                           tumour_area_um2=0.0, tissue_area_um2=0.0, dimensions=(spec.width, spec.height),
-                           mpp=spec.mpp, tissue=tissue, tumours=tumours)
-    t_mask, u_mask = truth.masks(MASK_MPP)
-    truth.tissue_area_um2 = float(t_mask.sum() * MASK_MPP ** 2)
-    truth.tumour_area_um2 = float((u_mask & t_mask).sum() * MASK_MPP ** 2)
-    return truth
+    return render.truth()
 
 
-def synthesize_archive(out_dir: str, n: int, size: int = 4096, seed: int = 0, mpp: float = 0.5,
+def synthesize_archive(out_dir: str, n: int, size: int = 4096, seed: int = 0, mpp: float | None = None,
                        tumour_rate: float = 0.5, n_folds: int = 5, progress: bool = True,
-                       tumours: tuple[int, int] = (1, 2)) -> str:
+                       tumours: tuple[int, int] = (1, 2),
+                       tumour_radius_um: tuple[float, float] = SyntheticSpec.tumour_radius_um,
+                       texture_from: str | None = None, split: str | None = None,
+                       patch_mpp: float | None = None) -> str:
     """Write n slides (balanced tumour/normal), GeoJSON + PNG ground truth and cohort.csv; returns its path.
-    A tumour slide has between tumours[0] and tumours[1] tumours."""
+
+    A tumour slide has between tumours[0] and tumours[1] tumours of radius `tumour_radius_um` (µm, before the
+    boundary harmonics). Procedural tissue at `mpp` (default 0.5 µm/px) by default; with `texture_from` (a
+    patch folder, `synthetic_texture.load_patch_bank`) and `split`, tissue is tiled from that split's real
+    patches at their own `patch_mpp` (default PCam's 0.97; `mpp`, when given, must equal it), cohort.csv gains
+    a `texture_split` column and `texture.json` records how often patches repeat. ConfigError (nothing
+    written) for a missing split, a split without the patch classes needed, or an mpp that disagrees.
+    """
     from tqdm import tqdm
 
-    from .annotations import Annotation, write_geojson
+    from .annotations import write_geojson
+    from .errors import ConfigError
 
+    bank = None
+    if texture_from is None:
+        if split is not None or patch_mpp is not None:
+            raise ConfigError("--split" if split is not None else "--patch-mpp",
+                              "only means something with --texture-from PATCH_ROOT")
+        mpp = 0.5 if mpp is None else mpp
+    else:
+        from .synthetic_texture import PCAM_MPP, load_patch_bank
+
+        if not split:
+            raise ConfigError("--split", "required with --texture-from: the patch split the slides are tiled from "
+                                         "(train, valid or test for PCam), one per cohort role")
+        patch_mpp = PCAM_MPP if patch_mpp is None else patch_mpp
+        if mpp is not None and not math.isclose(mpp, patch_mpp, rel_tol=1e-9):
+            raise ConfigError("--mpp", f"{mpp} µm/px differs from the patches' {patch_mpp} (--patch-mpp); texture "
+                                       "slides are written at the patches' own pixel size, never resampled: drop "
+                                       "--mpp and read them at any mpp (encode/tiles --mpp)")
+        mpp = patch_mpp
+        bank = load_patch_bank(texture_from, split, patch_mpp)
+        bank.require(0)
+        if round(n * tumour_rate) > 0:
+            bank.require(1)
     rng = np.random.default_rng(seed)
     labels = np.zeros(n, int)
     labels[: int(round(n * tumour_rate))] = 1
@@ -286,24 +380,50 @@ def synthesize_archive(out_dir: str, n: int, size: int = 4096, seed: int = 0, mp
     for sub in ("slides", "annotations", "masks"):
         os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
     rows = []
+    uses = np.zeros(len(bank.paths) if bank else 0, np.int64)
     for i in tqdm(range(n), desc="synthesizing", unit="slide", disable=not progress):
         sid = f"slide_{i:04d}"
         slide_path = os.path.join(out_dir, "slides", f"{sid}.tiff")
         spec = SyntheticSpec(width=size, height=int(size * 0.75), mpp=mpp, seed=seed * 100_003 + i,
-                             n_tumours=int(labels[i]) * int(rng.integers(tumours[0], tumours[1] + 1)))
-        truth = write_synthetic_slide(slide_path, spec)
+                             n_tumours=int(labels[i]) * int(rng.integers(tumours[0], tumours[1] + 1)),
+                             tumour_radius_um=tumour_radius_um)
+        truth = write_synthetic_slide(slide_path, spec, texture=bank)
         ann = ""
         if truth.label:
             ann = os.path.join("annotations", f"{sid}.geojson")
-            write_geojson([Annotation(p, [], "Tumor") for p in truth.tumour_polygons], os.path.join(out_dir, ann))
+            write_geojson(truth.tumour_annotations(), os.path.join(out_dir, ann))
         _, u = truth.masks(MASK_MPP)
         cv2.imwrite(os.path.join(out_dir, "masks", f"{sid}.png"), u.astype(np.uint8) * 255)
-        rows.append({"slide_id": sid, "uri": os.path.join("slides", f"{sid}.tiff"), "label": int(truth.label),
-                     "fold": i % n_folds, "annotation": ann, "patient_id": f"patient_{i // 2:04d}",
-                     "tumour_area_um2": round(truth.tumour_area_um2, 1)})
+        row = {"slide_id": sid, "uri": os.path.join("slides", f"{sid}.tiff"), "label": int(truth.label),
+               "fold": i % n_folds, "annotation": ann, "patient_id": f"patient_{i // 2:04d}",
+               "tumour_area_um2": round(truth.tumour_area_um2, 1)}
+        if bank is not None:
+            row["texture_split"] = bank.split
+            used = truth.patches[truth.patches >= 0]
+            uses += np.bincount(used, minlength=len(uses))
+        rows.append(row)
     cohort = os.path.join(out_dir, "cohort.csv")
     with open(cohort, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    if bank is not None:
+        _write_texture_report(os.path.join(out_dir, "texture.json"), bank, uses, n)
     return cohort
+
+
+def _write_texture_report(path: str, bank: PatchBank, uses: np.ndarray, n_slides: int) -> None:
+    """texture.json: the patch source and, per class, patches available, cells drawn and how often the
+    patches used repeat (a cohort role's patches repeat within it; no other split is touched)."""
+    import json
+
+    report: dict = {"texture_from": os.path.abspath(bank.root), "split": bank.split, "patch_mpp": bank.mpp,
+                    "patch_px": bank.size, "slides": n_slides, "skipped_duplicates": bank.skipped_duplicates}
+    for label, name in ((0, "normal"), (1, "tumour")):
+        u = uses[bank.labels == label]
+        used = u[u > 0]
+        report[name] = {"patches": int(len(u)), "cells": int(u.sum()), "distinct_used": int(len(used)),
+                        "mean_uses_per_used_patch": round(float(used.mean()), 2) if len(used) else 0.0,
+                        "max_uses": int(u.max()) if len(u) else 0}
+    with open(path, "w") as f:
+        json.dump(report, f, indent=2)

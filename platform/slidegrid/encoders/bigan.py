@@ -35,6 +35,7 @@ class BiGAN(TileMethod):
     """Generator, encoder and discriminator playing Eq. 6."""
 
     name = "bigan"
+    selects_on_validation = False  # D's loss tracks the game, not E: the last epoch is kept
 
     def __init__(self, net: NetConfig) -> None:
         super().__init__(net)
@@ -66,4 +67,15 @@ class BiGAN(TileMethod):
         ge_loss = (F.binary_cross_entropy_with_logits(self.disc(x, e), zeros)
                    + F.binary_cross_entropy_with_logits(self.disc(fake, z), ones))
         optimize(ge_loss, opts[1], list(self.gen.parameters()) + list(self.enc.parameters()), sync)
+        return {"loss": d_loss.item(), "ge_loss": ge_loss.item()}
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """D's and G+E's losses (Eq. 6) on a batch and fresh codes, no update."""
+        x = batch["image"]
+        z = torch.randn(len(x), self.net.code_size, device=x.device)
+        e, fake = self.enc(x), self.gen(z)
+        ones, zeros = torch.ones(len(x), device=x.device), torch.zeros(len(x), device=x.device)
+        real, gen = self.disc(x, e), self.disc(fake, z)
+        d_loss = F.binary_cross_entropy_with_logits(real, ones) + F.binary_cross_entropy_with_logits(gen, zeros)
+        ge_loss = F.binary_cross_entropy_with_logits(real, zeros) + F.binary_cross_entropy_with_logits(gen, ones)
         return {"loss": d_loss.item(), "ge_loss": ge_loss.item()}

@@ -3,6 +3,12 @@ classifying pairs of patches as *same* location (y = 1) or *different* (y = 0).
 
 Both branches are one shared encoder E; a small head sees |e1 - e2| and e1 * e2 (symmetric in the pair) and
 outputs the logit of *same*. Trained with binary cross-entropy; the representation is E's output.
+
+Pairs on slides follow NIC: *same* = one location under two strong augmentations, *different* = the adjacent
+non-overlapping tile (75%) or a tile of another slide. Patch sets (PatchCamelyon) carry no slide or position,
+so there are no adjacent tiles: *same* = two random crops (2/3 to all of the side, resized back) of one patch,
+each under its own strong augmentation (§2.2), *different* = crops of two different patches
+(train/tile_data.py).
 """
 
 from __future__ import annotations
@@ -43,8 +49,16 @@ class Siamese(TileMethod):
     def training_step(self, batch: dict[str, torch.Tensor], opts: list[torch.optim.Optimizer],
                       sync: Sync = no_sync) -> dict[str, float]:
         """Binary cross-entropy on same/different; also reports the pair accuracy."""
+        loss, report = self._terms(batch)
+        optimize(loss, opts[0], list(self.parameters()), sync)
+        return report
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Cross-entropy and pair accuracy on a batch of pairs, no update."""
+        return self._terms(batch)[1]
+
+    def _terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logit = self(batch["image"], batch["image2"])
         y = batch["same"].float()
         loss = F.binary_cross_entropy_with_logits(logit, y)
-        optimize(loss, opts[0], list(self.parameters()), sync)
-        return {"loss": loss.item(), "pair_accuracy": float(((logit > 0).float() == y).float().mean())}
+        return loss, {"loss": loss.item(), "pair_accuracy": float(((logit > 0).float() == y).float().mean())}

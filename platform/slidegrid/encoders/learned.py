@@ -47,14 +47,31 @@ def encoder_meta(method: TileMethod, mpp: float) -> dict[str, Any]:
 
 def save_encoder(path: str, method: TileMethod, mpp: float) -> str:
     """Write the embedder (weights + meta) as a torch file loadable with weights_only=True; returns the path."""
+    return _save(path, encoder_meta(method, mpp), method.embedder({}).state_dict())
+
+
+def _save(path: str, meta: dict[str, Any], state_dict: dict[str, Any]) -> str:
     import torch
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
-    torch.save({"slidegrid_encoder": encoder_meta(method, mpp),
-                "state_dict": method.embedder({}).state_dict()}, tmp)
+    torch.save({"slidegrid_encoder": meta, "state_dict": state_dict}, tmp)
     os.replace(tmp, path)  # atomic: a killed run never leaves half a weights file under the final name
     return path
+
+
+def save_random_twin(name: str, weights: str, path: str) -> str:
+    """The random-weights twin of a trained encoder (a file or MLflow URI of `train-encoder`): the same network
+    geometry, tile size, mpp and normalization, initialized with seed 0 and never trained, written as an encoder
+    file at `path` (returned). Probed beside the trained one, it separates what training learned from what the
+    architecture alone gives. (`--weights random` is NIC's default geometry, not the trained encoder's.)"""
+    import torch
+
+    embedder, digest = load_embedder(name, weights)
+    with torch.random.fork_rng():  # the caller's random state is left alone
+        torch.manual_seed(0)
+        twin = embedder_from_meta(embedder.meta)
+    return _save(path, {**embedder.meta, "random_twin_of": digest}, twin.state_dict())
 
 
 def embedder_from_meta(meta: dict[str, Any]) -> Embedder:
@@ -81,15 +98,13 @@ def load_encoder_file(path: str, name: str) -> tuple[Embedder, str]:
     return embedder, digest
 
 
-def build_learned(name: str, spec: EncoderSpec) -> TorchEncoder:
-    """The registry factory of a learned method: weights from a file, an MLflow URI, or `random`."""
+def load_embedder(name: str, weights: str) -> tuple[Embedder, str]:
+    """The Embedder of learned method `name` that `weights` names (a `train-encoder` file, an MLflow model URI
+    of one, or `random`: NIC's geometry, seed 0) and its digest; ConfigError when it is not one of `name`."""
     from .nets import NetConfig
     from .weights import is_mlflow_uri, load_mlflow_module
 
-    if not spec.weights:
-        raise ConfigError(name, "needs --weights: a file written by `slidegrid train-encoder`, its MLflow model URI "
-                                "(models:/slidegrid-encoder-NAME/VERSION), or 'random' for an untrained network")
-    if spec.weights == "random":
+    if weights == "random":
         import torch
 
         # The same "random" encoder every time (its grids' settings hash stays valid), without touching the
@@ -98,15 +113,24 @@ def build_learned(name: str, spec: EncoderSpec) -> TorchEncoder:
             torch.manual_seed(0)
             method = build_method(name, NetConfig())
         embedder, digest = method.embedder(encoder_meta(method, RANDOM_MPP)), "random"
-    elif is_mlflow_uri(spec.weights):
-        embedder, digest = load_mlflow_module(spec.weights)
+    elif is_mlflow_uri(weights):
+        embedder, digest = load_mlflow_module(weights)
         if not hasattr(embedder, "meta"):
-            raise ConfigError(spec.weights, "the MLflow model is not a slidegrid encoder (no preprocessing meta)")
+            raise ConfigError(weights, "the MLflow model is not a slidegrid encoder (no preprocessing meta)")
     else:
-        embedder, digest = load_encoder_file(spec.weights, name)
+        embedder, digest = load_encoder_file(weights, name)
     if embedder.meta["method"] != name:
-        raise ConfigError(spec.weights, f"holds a {embedder.meta['method']} encoder, not {name}; pass --encoder "
-                                        f"{embedder.meta['method']}")
+        raise ConfigError(weights, f"holds a {embedder.meta['method']} encoder, not {name}; pass --encoder "
+                                   f"{embedder.meta['method']}")
+    return embedder, digest
+
+
+def build_learned(name: str, spec: EncoderSpec) -> TorchEncoder:
+    """The registry factory of a learned method: weights from a file, an MLflow URI, or `random`."""
+    if not spec.weights:
+        raise ConfigError(name, "needs --weights: a file written by `slidegrid train-encoder`, its MLflow model URI "
+                                "(models:/slidegrid-encoder-NAME/VERSION), or 'random' for an untrained network")
+    embedder, digest = load_embedder(name, spec.weights)
     return as_encoder(embedder, spec, digest)
 
 

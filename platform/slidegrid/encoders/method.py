@@ -38,6 +38,9 @@ class TileMethod(nn.Module, ABC):
     name: str
     # The part of the ConvEncoder output that is the representation, and whether it is rectified (see Embedder).
     relu_embedding: bool = False
+    # Whether a lower validation `loss` means a better representation, so training keeps the epoch of the
+    # lowest one (false for BiGAN: a discriminator's loss says who is winning the game, not how good E is).
+    selects_on_validation: bool = True
 
     def __init__(self, net: NetConfig) -> None:
         super().__init__()
@@ -56,6 +59,11 @@ class TileMethod(nn.Module, ABC):
     def training_step(self, batch: dict[str, torch.Tensor], opts: list[torch.optim.Optimizer],
                       sync: Sync = no_sync) -> dict[str, float]:
         """One step on a batch of normalized tiles; returns the step's losses (key `loss` is the objective)."""
+
+    @abstractmethod
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The training step's losses on a batch without any update (validation; call under torch.no_grad()
+        in eval mode); the same keys as training_step."""
 
     def embedder(self, meta: dict[str, Any]) -> Embedder:
         """The trained encoder as an Embedder (shares weights with this module)."""

@@ -6,6 +6,9 @@ held-out slides is the score.
 Probe patches are tissue tiles on a quarter-tile-stride grid with an unambiguous label: tumour where at least
 half of the tile is annotated tumour, non-tumour where none of it is (tiles in between are left out), as many
 of each class. The probe archive should be other slides than the encoders were trained on.
+
+The probes themselves (`linear_probe_scores`, `knn_probe_scores`, `probe_metrics`) also score labelled patch
+sets (encoders/patches.py) for `slidegrid probe` (probe_patches.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import metrics
 from ..errors import ConfigError
 from .augment import AugmentRanges, jitter_colour
 from .base import Encoder
@@ -103,15 +107,62 @@ def split_by_slide(data: ProbeSet) -> np.ndarray:
     return np.isin(data.slides, sorted(test))
 
 
-def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
-    """Accuracy of a logistic regression on standardized features (the frozen-encoder protocol of NIC §4.4)."""
+def linear_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The frozen-encoder protocol of NIC §4.4: a logistic regression on standardized features (scaler and
+    model fitted on the training rows only). (N, C) features in; the test rows' predicted labels (N,) and
+    probability of the larger of two labels (N,) out (the positive class: tumour = 1)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
     clf.fit(train_x, train_y)
-    return float(clf.score(test_x, test_y))
+    return clf.predict(test_x), clf.predict_proba(test_x)[:, -1]
+
+
+def linear_probe(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, test_y: np.ndarray) -> float:
+    """Accuracy of `linear_probe_scores` on the test rows."""
+    return float(np.mean(linear_probe_scores(train_x, train_y, test_x)[0] == np.asarray(test_y)))
+
+
+def knn_probe_scores(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, k: int = 20
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """k-nearest-neighbour probe (k = 20 as in DINO's and UNI's evaluations): Euclidean distance on features
+    standardized with the training rows' mean and std (so no dimension dominates by its scale; the linear
+    probe's scaling), uniform votes. Returns the test rows' majority labels (N,) and the fraction of their
+    k neighbours with the larger of two labels (N,), the score AUC is computed on.
+    Raises ConfigError when k exceeds the training rows."""
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    if not 1 <= k <= len(train_y):
+        raise ConfigError("--k", f"k = {k} neighbours, but the training split has {len(train_y)} patches")
+    clf = make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=k))
+    clf.fit(train_x, train_y)
+    return clf.predict(test_x), clf.predict_proba(test_x)[:, -1]
+
+
+# Metrics of a probe on the test split, each with its bootstrap CI: name -> fn(y, predicted, score).
+PROBE_METRICS = {
+    "accuracy": lambda y, p, s: metrics.accuracy(y, p),
+    "balanced_accuracy": lambda y, p, s: metrics.balanced_accuracy(y, p),
+    "auc": lambda y, p, s: metrics.auc(y, s),
+}
+
+
+def probe_metrics(test_y: np.ndarray, predicted: np.ndarray, score: np.ndarray, reps: int = 1000,
+                  seed: int = 0) -> dict[str, float]:
+    """Accuracy, balanced accuracy and AUC of one probe on the test patches, each with a 95% percentile
+    bootstrap interval over the test patches (metrics.bootstrap_ci): keys `NAME`, `NAME_low`, `NAME_high`."""
+    y, p, s = np.asarray(test_y), np.asarray(predicted), np.asarray(score)
+    out: dict[str, float] = {}
+    for name, fn in PROBE_METRICS.items():
+        out[name] = float(fn(y, p, s))
+        out[f"{name}_low"], out[f"{name}_high"] = metrics.bootstrap_ci(lambda i, f=fn: f(y[i], p[i], s[i]), len(y),
+                                                                       reps=reps, seed=seed)
+    return out
 
 
 def embed(encoder: Encoder, tiles: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -41,8 +41,16 @@ class TileClassifier(TileMethod):
     def training_step(self, batch: dict[str, torch.Tensor], opts: list[torch.optim.Optimizer],
                       sync: Sync = no_sync) -> dict[str, float]:
         """Cross-entropy on the tiles' labels; also reports the batch accuracy."""
+        loss, report = self._terms(batch)
+        optimize(loss, opts[0], list(self.parameters()), sync)
+        return report
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Cross-entropy and accuracy on a labelled batch, no update."""
+        return self._terms(batch)[1]
+
+    def _terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logits = self(batch["image"])
         y = batch["label"].long()
         loss = F.cross_entropy(logits, y)
-        optimize(loss, opts[0], list(self.parameters()), sync)
-        return {"loss": loss.item(), "accuracy": float((logits.argmax(1) == y).float().mean())}
+        return loss, {"loss": loss.item(), "accuracy": float((logits.argmax(1) == y).float().mean())}

@@ -52,6 +52,13 @@ class VAE(TileMethod):
         """Minimize Eq. 3; also reports the per-pixel squared error of the reconstructions."""
         terms = self.losses(batch["image"])
         optimize(terms["loss"], opts[0], list(self.parameters()), sync)
-        pixels = batch["image"][0].numel()
+        return self._report(terms, batch["image"][0].numel())
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Eq. 3 and its terms on a batch, no update."""
+        return self._report(self.losses(batch["image"]), batch["image"][0].numel())
+
+    @staticmethod
+    def _report(terms: dict[str, torch.Tensor], pixels: int) -> dict[str, float]:
         return {"loss": terms["loss"].item(), "kl": terms["kl"].item(),
                 "reconstruction_mse": terms["reconstruction"].item() / pixels}

@@ -49,9 +49,9 @@ def report_epoch(metrics: dict[str, Any], state: dict[str, Any] | None, report: 
     """End an epoch on every rank: the rank that passes a state (rank 0) prints the epoch's line (to the
     terminal, runtime.TERMINAL_TAG); with `report`, every rank reports to Ray Train and rank 0 checkpoints.
 
-    `report` must be the same on all ranks: Ray Train's report is a barrier. Each report costs up to Ray
-    Train's 2 s controller poll (the report queue holds one result), which dwarfs a tiny model's epoch, so
-    loops may report every few epochs; the state carries every epoch's metrics either way.
+    `report` must be the same on all ranks: Ray Train's report is a barrier. Each report waits for Ray Train's
+    controller poll (2 s by default, 0.5 s on a Ray slidegrid starts: runtime.LOCAL_RAY_ENV), which dwarfs a tiny
+    model's epoch, so loops may report every few epochs; the state carries every epoch's metrics either way.
     """
     import ray.train
     import torch

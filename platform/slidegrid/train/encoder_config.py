@@ -1,5 +1,6 @@
 """Typed configuration of `slidegrid train-encoder`: one learned tile encoder trained on tiles of an archive
-(papers/nic-neural-image-compression.txt §4.3: P = 128 px, C = 128; RAN §3 for the supervised network)."""
+(papers/nic-neural-image-compression.txt §4.3: P = 128 px, C = 128; RAN §3 for the supervised network), or on
+the patches of one split of a labelled patch set (`train_split`; encoders/patches.py), validated on another."""
 
 from __future__ import annotations
 
@@ -16,6 +17,10 @@ from ..tissue import TissueConfig
 
 # Adam step sizes: the GAN convention (2e-4) for BiGAN, 1e-3 for the others.
 DEFAULT_LR = {"vae": 1e-3, "contrastive": 1e-3, "bigan": 2e-4, "supervised": 1e-3}
+# Defaults on an archive (NIC §4.3: P = 128 px; slidegrid's 0.5 µm/px). A patch set has no default pixel size
+# (--mpp is required) and its tile size is the patches' own side.
+ARCHIVE_TILE_SIZE = 128
+ARCHIVE_MPP = 0.5
 
 
 @dataclass(frozen=True)
@@ -26,8 +31,8 @@ class EncoderTrainConfig:
     out: str
     method: str = "vae"
     code_size: int = 128
-    tile_size: int = 128
-    mpp: float = 0.5
+    tile_size: int | None = None  # None: 128 on an archive, the patches' side on a patch set
+    mpp: float | None = None  # None: 0.5 on an archive; a patch set requires it (patches carry no pixel size)
     width: int = 32  # channels of the first conv layer (doubling per layer)
     depth: int = 4  # stride-2 layers
     epochs: int = 10
@@ -51,9 +56,38 @@ class EncoderTrainConfig:
     mlflow: bool = True
     seed: int = 0
     storage_options: dict[str, Any] = field(default_factory=dict)
+    # Patch-set input (`train-encoder --input PATCH_ROOT --train-split S [--val-split V]`): train on split S,
+    # compute validation metrics (and, but for BiGAN, keep the epoch of lowest validation loss) on split V only.
+    train_split: str | None = None
+    val_split: str | None = None
+    val_tiles: int = 1024  # validation patches (contrastive: pairs) per epoch, drawn once
+    crop_min: int | None = None  # contrastive on patches: crop side drawn from [crop_min, tile size] (None: 2/3)
 
     def __post_init__(self) -> None:
         absolute_paths(self, "input", "out", "storage")
+        if self.patches:
+            from ..encoders.patches import check_mpp
+
+            object.__setattr__(self, "mpp", check_mpp(self.mpp))
+            side = self.patch_side()
+            if self.tile_size is None:
+                object.__setattr__(self, "tile_size", side)
+            elif self.tile_size != side:
+                raise ConfigError("--tile-size", f"{self.tile_size} px, but the patches are {side} px: an encoder "
+                                                 "trains on whole patches (crops are resized back to the patch "
+                                                 "size); leave --tile-size out or resize the set")
+            if self.val_split == self.train_split:
+                raise ConfigError("--val-split", f"is the training split {self.train_split!r}: validation must "
+                                                 "use other patches (PCam: --val-split valid, never test)")
+            if self.val_tiles < 1:
+                raise ConfigError("--val-tiles", "must be at least 1")
+        else:
+            for flag, value in (("--val-split", self.val_split), ("--crop-min", self.crop_min)):
+                if value is not None:
+                    raise ConfigError(flag, "only means something for a patch set: pass --train-split S "
+                                            "(--input ROOT/<split>/<class>/ or a path,label,split table)")
+            object.__setattr__(self, "mpp", ARCHIVE_MPP if self.mpp is None else self.mpp)
+            object.__setattr__(self, "tile_size", ARCHIVE_TILE_SIZE if self.tile_size is None else self.tile_size)
         if self.method not in METHODS:
             raise ConfigError("--method", f"{self.method!r} is not one of {', '.join(METHODS)}")
         for flag, value in (("--epochs", self.epochs), ("--workers", self.workers), ("--tiles", self.tiles)):
@@ -71,10 +105,36 @@ class EncoderTrainConfig:
         _ = self.net  # building it validates code size, tile size and depth
         GridSpec(mpp=self.mpp, tile_size=self.tile_size, min_tissue=self.min_tissue)
         TissueConfig(mpp=self.tissue_mpp)
+        if self.crop_min is not None and not 8 <= self.crop_min <= self.tile_size:
+            raise ConfigError("--crop-min", f"{self.crop_min} px must lie in 8-{self.tile_size} (the tile size)")
+
+    @property
+    def patches(self) -> bool:
+        """Whether the input is a patch set (a training split is named) rather than a slide archive."""
+        return self.train_split is not None
+
+    def patch_side(self) -> int:
+        """The side in px of the first patch of the training split (the tile size a patch set trains at);
+        ConfigError for a non-square patch or a missing split."""
+        from ..encoders.patches import decode_patch, read_patch_set
+
+        data = read_patch_set(self.input, self.mpp)
+        first = data.paths[int(data.split(self.train_split, "--train-split")[0])]
+        h, w = decode_patch(first).shape[:2]
+        if h != w:
+            raise ConfigError(first, f"{w}×{h} px: encoders train on square patches")
+        return int(h)
+
+    @property
+    def crop_range(self) -> tuple[int, int]:
+        """(min, max) side in px of the crops of contrastive patch pairs (max = the tile size)."""
+        assert self.tile_size is not None
+        return (self.crop_min or max(8, round(self.tile_size * 2 / 3)), self.tile_size)
 
     @property
     def net(self) -> NetConfig:
         """Network geometry."""
+        assert self.tile_size is not None  # resolved in __post_init__
         return NetConfig(tile_size=self.tile_size, code_size=self.code_size, width=self.width, depth=self.depth)
 
     @property

@@ -20,25 +20,29 @@ class EncoderFitResult:
     checkpoint_dir: str  # the last Ray Train checkpoint (full training state)
     run_id: str | None  # MLflow run
     model_uri: str | None  # MLflow model URI (registered version)
+    best_epoch: int | None = None  # the epoch (from 0) saved as the encoder when validation selected it
 
 
 def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
-    """Train one encoder with Ray Train on tiles streamed from the archive (resuming a run of the same name)."""
+    """Train one encoder with Ray Train on tiles streamed from the archive, or on the patches of a patch set's
+    training split validated on its validation split (resuming a run of the same name). The encoder file
+    holds the epoch of lowest validation loss when there is validation (BiGAN: the last), else the last."""
 
     from ..encoders.learned import save_encoder
     from .encoder_loop import encoder_train_loop, method_for
     from .fit import plan_training, run_trainer
-    from .tile_data import plan_archive, sample_rows, tile_dataset
+    from .tile_data import encoder_datasets, list_input, plan_patches
 
     out = os.path.abspath(cfg.out)
+    # The input is listed before Ray starts, so a wrong input is one error line and nothing else.
+    records, patches = (None, plan_patches(cfg)) if cfg.patches else (list_input(cfg), None)
     plan = plan_training(cfg, reads=True)  # fails fast where the workers would leave the tile reads no CPU
-    rows = sample_rows(cfg, plan_archive(cfg))
     result = run_trainer(encoder_train_loop, cfg.to_dict(), cfg.run_name, cfg.storage or os.path.join(out, "checkpoints"),
-                         plan, cfg.max_failures, datasets={"train": tile_dataset(cfg, rows)})
+                         plan, cfg.max_failures, datasets=encoder_datasets(cfg, records, patches))
     ckpt_dir = result.checkpoint.to_directory(os.path.join(out, "final-checkpoint"))
     state = read_state(ckpt_dir)
     method = method_for(cfg)
-    method.load_state_dict(state["method"])
+    method.load_state_dict(state["best"]["method"] if "best" in state else state["method"])
     method.eval()
     path = save_encoder(os.path.join(out, f"encoder-{cfg.method}.pt"), method, cfg.mpp)
     run_id = model_uri = None
@@ -46,4 +50,5 @@ def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
         from .encoder_registry import log_encoder_run
 
         run_id, model_uri = log_encoder_run(cfg, state["history"], method, path)
-    return EncoderFitResult(state["history"], path, ckpt_dir, run_id, model_uri)
+    best = state["best"]["epoch"] if "best" in state else None
+    return EncoderFitResult(state["history"], path, ckpt_dir, run_id, model_uri, best)
