@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .method import Sync, TileMethod, no_sync, optimize
+from .method import OneObjectiveMethod
 from .nets import ConvEncoder, NetConfig
 
 
-class Siamese(TileMethod):
+class Siamese(OneObjectiveMethod):
     """Shared encoder + pair classifier."""
 
     name = "contrastive"
@@ -42,22 +42,8 @@ class Siamese(TileMethod):
         e1, e2 = self.enc(torch.cat([x1, x2])).chunk(2)
         return self.head(torch.cat([(e1 - e2).abs(), e1 * e2], dim=1)).squeeze(1)
 
-    def optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
-        """One Adam over E and the head."""
-        return [torch.optim.Adam(self.parameters(), lr=lr)]
-
-    def training_step(self, batch: dict[str, torch.Tensor], opts: list[torch.optim.Optimizer],
-                      sync: Sync = no_sync) -> dict[str, float]:
+    def objective(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Binary cross-entropy on same/different; also reports the pair accuracy."""
-        loss, report = self._terms(batch)
-        optimize(loss, opts[0], list(self.parameters()), sync)
-        return report
-
-    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Cross-entropy and pair accuracy on a batch of pairs, no update."""
-        return self._terms(batch)[1]
-
-    def _terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logit = self(batch["image"], batch["image2"])
         y = batch["same"].float()
         loss = F.binary_cross_entropy_with_logits(logit, y)

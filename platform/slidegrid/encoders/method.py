@@ -68,3 +68,28 @@ class TileMethod(nn.Module, ABC):
     def embedder(self, meta: dict[str, Any]) -> Embedder:
         """The trained encoder as an Embedder (shares weights with this module)."""
         return Embedder(self.encoder, self.net.code_size, self.relu_embedding, meta)
+
+
+class OneObjectiveMethod(TileMethod):
+    """A method that minimizes one objective with one Adam over all its parameters (VAE, contrastive, supervised;
+    NIC's training protocol)."""
+
+    @abstractmethod
+    def objective(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss to minimize on a batch of normalized tiles, and the step's report (key `loss` and the
+        method's own terms, as floats)."""
+
+    def optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
+        """One Adam over every parameter."""
+        return [torch.optim.Adam(self.parameters(), lr=lr)]
+
+    def training_step(self, batch: dict[str, torch.Tensor], opts: list[torch.optim.Optimizer],
+                      sync: Sync = no_sync) -> dict[str, float]:
+        """One step on the objective; returns its report."""
+        loss, report = self.objective(batch)
+        optimize(loss, opts[0], list(self.parameters()), sync)
+        return report
+
+    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        """The objective's report on a batch, no update."""
+        return self.objective(batch)[1]

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .method import Sync, TileMethod, no_sync, optimize
+from .method import OneObjectiveMethod
 from .nets import ConvEncoder, NetConfig
 
 
-class TileClassifier(TileMethod):
+class TileClassifier(OneObjectiveMethod):
     """Conv trunk -> FC6 (C units, ReLU) -> dropout -> classes."""
 
     name = "supervised"
@@ -34,22 +34,8 @@ class TileClassifier(TileMethod):
         """Class logits."""
         return self.classify(self.fc6(x))
 
-    def optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
-        """One Adam."""
-        return [torch.optim.Adam(self.parameters(), lr=lr)]
-
-    def training_step(self, batch: dict[str, torch.Tensor], opts: list[torch.optim.Optimizer],
-                      sync: Sync = no_sync) -> dict[str, float]:
+    def objective(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Cross-entropy on the tiles' labels; also reports the batch accuracy."""
-        loss, report = self._terms(batch)
-        optimize(loss, opts[0], list(self.parameters()), sync)
-        return report
-
-    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Cross-entropy and accuracy on a labelled batch, no update."""
-        return self._terms(batch)[1]
-
-    def _terms(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         logits = self(batch["image"])
         y = batch["label"].long()
         loss = F.cross_entropy(logits, y)

@@ -10,11 +10,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .method import Sync, TileMethod, no_sync, optimize
+from .method import OneObjectiveMethod
 from .nets import ConvDecoder, ConvEncoder, NetConfig
 
 
-class VAE(TileMethod):
+class VAE(OneObjectiveMethod):
     """Encoder (2C outputs: mu, log sigma^2) and decoder, trained on Eq. 3."""
 
     name = "vae"
@@ -43,20 +43,10 @@ class VAE(TileMethod):
         kl = (-0.5 * (1 + logvar - mu.pow(2) - logvar.exp()).sum(1)).mean()
         return {"loss": rec + self.gamma * kl, "reconstruction": rec, "kl": kl}
 
-    def optimizers(self, lr: float) -> list[torch.optim.Optimizer]:
-        """One Adam over E and D."""
-        return [torch.optim.Adam(self.parameters(), lr=lr)]
-
-    def training_step(self, batch: dict[str, torch.Tensor], opts: list[torch.optim.Optimizer],
-                      sync: Sync = no_sync) -> dict[str, float]:
-        """Minimize Eq. 3; also reports the per-pixel squared error of the reconstructions."""
+    def objective(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Eq. 3 and its terms; also reports the per-pixel squared error of the reconstructions."""
         terms = self.losses(batch["image"])
-        optimize(terms["loss"], opts[0], list(self.parameters()), sync)
-        return self._report(terms, batch["image"][0].numel())
-
-    def evaluate(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Eq. 3 and its terms on a batch, no update."""
-        return self._report(self.losses(batch["image"]), batch["image"][0].numel())
+        return terms["loss"], self._report(terms, batch["image"][0].numel())
 
     @staticmethod
     def _report(terms: dict[str, torch.Tensor], pixels: int) -> dict[str, float]:
