@@ -379,6 +379,13 @@ def _register_show(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_show)
 
 
+def _print_outputs(tables: dict[str, str], run_id: str | None, tracking_uri: str | None) -> None:
+    """The closing lines of an analysis command: where its tables went and its MLflow run (when logged)."""
+    print("tables: " + "  ".join(tables.values()))
+    if run_id:
+        print(f"mlflow: run {run_id} in {tracking_uri}")
+
+
 # -- probe (frozen encoders on a labelled patch set) ---------------------------------------------
 
 def _probe(args: argparse.Namespace) -> int:
@@ -398,9 +405,7 @@ def _probe(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(note)
     print(f"wall time {report.seconds:.1f} s")
-    print("tables: " + "  ".join(report.tables.values()))
-    if report.run_id:
-        print(f"mlflow: run {report.run_id} in {report.tracking_uri}")
+    _print_outputs(report.tables, report.run_id, report.tracking_uri)
     return 0
 
 
@@ -810,8 +815,7 @@ def _pn_stage(args: argparse.Namespace) -> int:
               f"{sum(bool(p['pn_stage']) for p in report.patients)} patients (truth: {report.truth})")
     else:
         print(f"pN-stage: {len(report.patients)} patients staged; the cohort gives no truth to score them against")
-    print("tables: " + "  ".join(report.tables.values()))
-    print(f"mlflow: run {report.run_id} in {report.tracking_uri}")
+    _print_outputs(report.tables, report.run_id, report.tracking_uri)
     return 0
 
 

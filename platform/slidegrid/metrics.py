@@ -36,8 +36,7 @@ def accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
 
 def balanced_accuracy(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
     """Mean over the classes present in `y_true` of the fraction of that class predicted right (recall)."""
-    y, p = np.asarray(y_true), np.asarray(y_pred)
-    return float(np.mean([np.mean(p[y == c] == c) for c in np.unique(y)]))
+    return float(skm.balanced_accuracy_score(y_true, y_pred))
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[int]) -> np.ndarray:
