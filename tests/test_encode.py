@@ -64,6 +64,15 @@ def test_every_slide_has_an_outcome(encoded, archive):
     assert not os.path.exists(grid_uri(str(out), "corrupt"))
 
 
+def test_mean_rgb_is_numpy_float64_mean_bit_for_bit():
+    from slidegrid.encoders.mean_rgb import MeanRGBEncoder
+
+    tiles = np.random.default_rng(0).integers(0, 256, (5, 37, 53, 3), dtype=np.uint8)
+    tiles[0] = 255  # the largest sums
+    expected = (tiles.reshape(5, -1, 3).mean(axis=1, dtype=np.float64) / 255.0).astype(np.float32)
+    np.testing.assert_array_equal(MeanRGBEncoder().encode(tiles), expected)
+
+
 def test_mean_rgb_equals_independent_tile_means(encoded, archive):
     out, _ = encoded
     for i in range(3):

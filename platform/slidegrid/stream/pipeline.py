@@ -1,5 +1,5 @@
 """The slide-stream skeleton `encode` and `segment` share: plan → read → model actors that write → driver
-that coordinates → commit tasks.
+that coordinates → commit tasks. A light model (mean-RGB) runs in the read tasks instead of actors.
 
     slides ─► plan (CPU task per slide) ─► read (CPU tasks) ─► model actor pool (GPU or CPU), each batch's rows
            written by the actor as part files under <out>/.staging/<slide_id>/ ─► driver: small records only
@@ -84,7 +84,7 @@ class StreamSpec:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     actors: int | None = None
     data_cpus: float | None = None
-    light: bool = False  # the model barely computes (mean-RGB): small CPU shares for its actors
+    light: bool = False  # the model barely computes (mean-RGB): it runs in the read tasks (read_model_sink)
     progress: bool = True
 
 
@@ -110,6 +110,23 @@ class SinkActor:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return write_parts(self.model(batch), self.out, self.payload, self.opts)
+
+
+# The light model of this worker process (fused stage), built on its first batch: {key: model}.
+_FUSED_MODELS: dict[str, Any] = {}
+
+
+def read_model_sink(batch: dict[str, np.ndarray], read: Callable[..., dict[str, np.ndarray]],
+                    read_kwargs: dict[str, Any], actor: type, actor_kwargs: dict[str, Any], out: str,
+                    payload: tuple[str, ...], storage_options: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """The fused stage of a light model (mean-RGB): read, model and part writing in one CPU task, so decoded
+    tiles never cross the object store (turning a chunk of 150 KB tiles into Arrow blocks and back costs several
+    times what the mean does). The model is built once per worker process."""
+    key = f"{actor.__module__}.{actor.__qualname__}{sorted(actor_kwargs.items())!r}"
+    model = _FUSED_MODELS.get(key)
+    if model is None:
+        model = _FUSED_MODELS[key] = actor(**actor_kwargs)
+    return write_parts(model(read(batch, **read_kwargs)), out, payload, storage_options)
 
 
 def write_parts(batch: Mapping[str, np.ndarray], out: str, payload: tuple[str, ...],
@@ -262,26 +279,32 @@ def run_stream(spec: StreamSpec, todo: list[SlideRecord], writer: ManifestWriter
     remove(staging_root(spec.out), spec.storage_options)
     _check_shared_output(spec.out)
     place = plan_pool(ClusterShape.current(), actors=spec.actors, light=spec.light, data_cpus=spec.data_cpus)
-    log.info("%s placement: %s", spec.name, place.describe())
+    log.info("%s placement: %s", spec.name, "light model, run in the read tasks" if spec.light else place.describe())
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = spec.progress
     ctx.execution_options.preserve_order = False
     items = [{"slide_id": r.slide_id, "uri": r.uri, "mpp": r.mpp} for r in todo]
-    ds = (
-        ray.data.from_items(items, override_num_blocks=min(len(items), 1000))
-        .flat_map(spec.plan, fn_kwargs=spec.plan_kwargs, num_cpus=place.read_cpus)
-        .map_batches(spec.read, fn_kwargs=spec.read_kwargs, batch_size=spec.read_batch, batch_format="numpy",
-                     num_cpus=place.read_cpus, memory=READ_TASK_MEMORY)
-        .map_batches(
-            SinkActor,
-            fn_constructor_kwargs={"actor": spec.actor, "actor_kwargs": spec.actor_kwargs(place), "out": spec.out,
-                                   "payload": spec.payload, "storage_options": dict(spec.storage_options)},
-            batch_size=spec.actor_batch(place), batch_format="numpy",
-            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors, max_tasks_in_flight_per_actor=2),
-            # Ray Data restarts pool actors on node loss by itself (max_restarts=-1).
-            num_gpus=place.num_gpus, num_cpus=place.num_cpus,
+    planned = (ray.data.from_items(items, override_num_blocks=min(len(items), 1000))
+               .flat_map(spec.plan, fn_kwargs=spec.plan_kwargs, num_cpus=place.read_cpus))
+    sink = {"actor": spec.actor, "actor_kwargs": spec.actor_kwargs(place), "out": spec.out, "payload": spec.payload,
+            "storage_options": dict(spec.storage_options)}
+    if spec.light:  # the model in the read tasks: as many as the cluster has CPUs, no tile leaves its task
+        ds = planned.map_batches(read_model_sink, fn_kwargs={"read": spec.read, "read_kwargs": spec.read_kwargs,
+                                                             **sink},
+                                 batch_size=spec.read_batch, batch_format="numpy", num_cpus=place.read_cpus,
+                                 memory=READ_TASK_MEMORY)
+    else:
+        ds = (
+            planned.map_batches(spec.read, fn_kwargs=spec.read_kwargs, batch_size=spec.read_batch,
+                                batch_format="numpy", num_cpus=place.read_cpus, memory=READ_TASK_MEMORY)
+            .map_batches(
+                SinkActor, fn_constructor_kwargs=sink, batch_size=spec.actor_batch(place), batch_format="numpy",
+                compute=ray.data.ActorPoolStrategy(min_size=1, max_size=place.actors,
+                                                   max_tasks_in_flight_per_actor=2),
+                # Ray Data restarts pool actors on node loss by itself (max_restarts=-1).
+                num_gpus=place.num_gpus, num_cpus=place.num_cpus,
+            )
         )
-    )
     task = ray.remote(commit_slide).options(num_cpus=place.read_cpus)
     bar = tqdm(total=len(todo), desc=spec.name, unit="slide", disable=not spec.progress)
     coord = Coordinator(spec, {r.slide_id: r.uri for r in todo}, writer, task, bar)
