@@ -283,6 +283,10 @@ def run_stream(spec: StreamSpec, todo: list[SlideRecord], writer: ManifestWriter
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = spec.progress
     ctx.execution_options.preserve_order = False
+    # Ray Data reserves a share of the CPUs for each stage by default; with a light model there are only the
+    # plan and read stages, and the plans (a tissue mask per slide) would keep half the CPUs idle. Restored after.
+    reservation = ctx.op_resource_reservation_enabled
+    ctx.op_resource_reservation_enabled = not spec.light
     items = [{"slide_id": r.slide_id, "uri": r.uri, "mpp": r.mpp} for r in todo]
     planned = (ray.data.from_items(items, override_num_blocks=min(len(items), 1000))
                .flat_map(spec.plan, fn_kwargs=spec.plan_kwargs, num_cpus=place.read_cpus))
@@ -316,6 +320,7 @@ def run_stream(spec: StreamSpec, todo: list[SlideRecord], writer: ManifestWriter
                 coord.poll()
             coord.drain()
         finally:
+            ctx.op_resource_reservation_enabled = reservation
             bar.close()
             writer.flush()
     if log.isEnabledFor(logging.DEBUG):  # per-stage time and CPU (`--debug`)
