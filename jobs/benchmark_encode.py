@@ -45,12 +45,12 @@ import numpy as np
 
 import _bootstrap  # noqa: F401
 from _measure import TreeCPU, run_measured
-from slidegrid.archive import list_archive
 from slidegrid.encoders import EncoderSpec, build_encoder
-from slidegrid.slides import open_slide
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
-from slidegrid.tiling import GridSpec, tile_grid
-from slidegrid.tissue import TissueConfig, tissue_mask
+from slidegrid.geometry.tiling import GridSpec, tile_grid
+from slidegrid.geometry.tissue import TissueConfig, tissue_mask
+from slidegrid.io.archive import list_archive
+from slidegrid.io.slides import open_slide
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 CORES = os.cpu_count() or 1
 
@@ -77,7 +77,7 @@ def _covered(uri: str, x: np.ndarray, y: np.ndarray, spec: GridSpec) -> tuple[in
         sx, sy = spec.mpp / s.mpp_xy[0], spec.mpp / s.mpp_xy[1]
     import tifffile
 
-    from slidegrid.readers.tiffslide_backend import pyramid_levels, slide_series
+    from slidegrid.io.readers.tiffslide_backend import pyramid_levels, slide_series
 
     with tifffile.TiffFile(uri) as tf:
         page = pyramid_levels(slide_series(tf, uri))[level]
@@ -98,7 +98,7 @@ def _decode_slide(args: tuple[str, int, list[int], int]) -> tuple[int, float]:
     import tifffile
     from tifffile.tifffile import jpeg_decode_colorspace
 
-    from slidegrid.readers.tiffslide_backend import pyramid_levels, slide_series
+    from slidegrid.io.readers.tiffslide_backend import pyramid_levels, slide_series
 
     uri, level, indices, n_grid = args
     c0 = time.process_time()

@@ -79,7 +79,7 @@ def main() -> None:
     root = args.out or tempfile.mkdtemp(prefix="bench-encoders-")
 
     from slidegrid.runtime import init_ray
-    from slidegrid.synthetic import synthesize_archive
+    from slidegrid.synth.slides import synthesize_archive
 
     # Three tumours per tumour slide: enough whole-tumour tiles for a probe of a few hundred patches.
     synthesize_archive(os.path.join(root, "train"), s["slides"], size=s["size"], seed=1, tumours=(3, 3),

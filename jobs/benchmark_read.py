@@ -36,7 +36,7 @@ def _peak_mb() -> float:
 
 def step_write(path: str, w: int, h: int, mpp: float = 0.5) -> dict:
     """Write a synthetic slide of w x h pixels at `mpp`."""
-    from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+    from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
     t0 = time.perf_counter()
     write_synthetic_slide(path, SyntheticSpec(width=w, height=h, mpp=mpp, seed=1, n_tumours=2))
@@ -45,8 +45,8 @@ def step_write(path: str, w: int, h: int, mpp: float = 0.5) -> dict:
 
 def step_tissue(path: str) -> dict:
     """Tissue mask of the slide (reads only a small pyramid level)."""
-    from slidegrid.slides import open_slide
-    from slidegrid.tissue import tissue_mask
+    from slidegrid.geometry.tissue import tissue_mask
+    from slidegrid.io.slides import open_slide
 
     t0 = time.perf_counter()
     with open_slide(path) as s:
@@ -57,9 +57,9 @@ def step_tissue(path: str) -> dict:
 def step_grid(path: str) -> dict:
     """Tissue mask, then the tile grid, then a dense one (stride 16: ~6 M cells on a 150,000-px slide), each
     timed, with the process's peak RSS after imports and after each (so the table says which step raises it)."""
-    from slidegrid.slides import open_slide
-    from slidegrid.tiling import GridSpec, tile_grid
-    from slidegrid.tissue import tissue_mask
+    from slidegrid.geometry.tiling import GridSpec, tile_grid
+    from slidegrid.geometry.tissue import tissue_mask
+    from slidegrid.io.slides import open_slide
 
     imports_mb = _peak_mb()
     t0 = time.perf_counter()
@@ -83,9 +83,9 @@ def step_reads(path: str, n: int) -> dict:
     import openslide
     import tiffslide
 
-    from slidegrid.slides import open_slide
-    from slidegrid.tiling import GridSpec, tile_grid
-    from slidegrid.tissue import tissue_mask
+    from slidegrid.geometry.tiling import GridSpec, tile_grid
+    from slidegrid.geometry.tissue import tissue_mask
+    from slidegrid.io.slides import open_slide
 
     with open_slide(path) as s:
         grid = tile_grid(s.info.dimensions, s.mpp_xy, GridSpec(mpp=0.5, tile_size=224), tissue_mask(s))

@@ -188,13 +188,13 @@ def patch_table(root: str, out: str, s: dict, methods: list[str], resnet18: bool
 # -- (b) slides -----------------------------------------------------------------------------------------
 
 def build_cohort(root: str, out: str, s: dict) -> tuple[str, dict[str, dict]]:
-    """Three real-texture cohorts (train/ -> train, valid/ -> val, test/ -> test; synthetic_texture's
+    """Three real-texture cohorts (train/ -> train, valid/ -> val, test/ -> test; synth.texture's
     synthesize_split_cohorts) with one tumour per tumour slide of radius 40-1000 µm, and a copy of the joined
     cohort with `radius_um` (equivalent radius of the tumour cells) and `mask` (truth PNG); returns it and each
     role's texture.json."""
     import pandas as pd
 
-    from slidegrid.synthetic_texture import synthesize_split_cohorts
+    from slidegrid.synth.texture import synthesize_split_cohorts
 
     d = os.path.join(out, "slides")
     joined = synthesize_split_cohorts(d, root, s["slides"], size=s["size"], seed=1, tumours=(1, 1),
@@ -214,7 +214,7 @@ def build_cohort(root: str, out: str, s: dict) -> tuple[str, dict[str, dict]]:
 
 def _tumour_hits(mask: np.ndarray, x: np.ndarray, y: np.ndarray) -> int:
     """How many 96-px tiles with level-0 corners (x, y) have their centre on the tumour of a MASK_MPP truth mask."""
-    from slidegrid.synthetic import MASK_MPP
+    from slidegrid.synth.slides import MASK_MPP
 
     mx = np.clip(((x + 48) * MPP / MASK_MPP).astype(int), 0, mask.shape[1] - 1)
     my = np.clip(((y + 48) * MPP / MASK_MPP).astype(int), 0, mask.shape[0] - 1)
@@ -226,10 +226,10 @@ def tissue_check(cohort: str, texture: dict, grids: str) -> list[str]:
     counted from the PNG truth masks), for the encoded grids and, planned only, at other --min-tissue."""
     import cv2
 
-    from slidegrid.grids import grid_uri, read_grid
-    from slidegrid.slides import open_slide
-    from slidegrid.tiling import GridSpec, tile_grid
-    from slidegrid.tissue import TissueConfig, tissue_mask
+    from slidegrid.geometry.tiling import GridSpec, tile_grid
+    from slidegrid.geometry.tissue import TissueConfig, tissue_mask
+    from slidegrid.io.grids import grid_uri, read_grid
+    from slidegrid.io.slides import open_slide
 
     with open(cohort, newline="") as f:
         slides = list(csv.DictReader(f))

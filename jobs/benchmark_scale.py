@@ -149,8 +149,8 @@ class _NoWatchdog:
 
 def _child_before(spec: dict) -> dict:
     from slidegrid import encode as enc
-    from slidegrid.archive import SlideRecord
-    from slidegrid.manifest import ManifestWriter
+    from slidegrid.io.archive import SlideRecord
+    from slidegrid.io.manifest import ManifestWriter
     from slidegrid.placement import ClusterShape
 
     tree = Path(spec["tree"]).resolve()
@@ -197,7 +197,7 @@ def _child_after(spec: dict) -> dict:
     from tqdm import tqdm
 
     from slidegrid.encode import EncodeConfig, _stream_spec
-    from slidegrid.manifest import ManifestWriter
+    from slidegrid.io.manifest import ManifestWriter
     from slidegrid.stream.pipeline import Coordinator, write_parts
 
     ray.init(address="local", num_cpus=CORES, include_dashboard=False, log_to_driver=False,
@@ -321,7 +321,7 @@ def _child_cluster(spec: dict) -> dict:
 
 
 def _write_archive(folder: str, n: int, size: int) -> None:
-    from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+    from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
     os.makedirs(folder, exist_ok=True)
     for i in range(n):
@@ -330,7 +330,7 @@ def _write_archive(folder: str, n: int, size: int) -> None:
 
 
 def part_b(args: argparse.Namespace, work: str) -> list[list[str]]:
-    from slidegrid.grids import grid_uri, read_grid
+    from slidegrid.io.grids import grid_uri, read_grid
 
     archive = os.path.join(work, "archive-b")
     print(f"(b) writing {args.slides} synthetic slides of {args.size}x{args.size} px ...", flush=True)

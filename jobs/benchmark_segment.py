@@ -66,7 +66,7 @@ def main() -> None:
     if args.child:
         _child(args)
         return
-    from slidegrid.synthetic import synthesize_archive
+    from slidegrid.synth.slides import synthesize_archive
 
     slides, size = args.slides or 2, args.size or (4096 if args.quick else 8192)
     patch, mpp = (32, 2.0) if args.quick else (256, 0.5)

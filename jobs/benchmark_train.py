@@ -35,7 +35,7 @@ MODELS = {"attention": {"maps": 8}, "nic-cnn": {}, "ran-cnn": {}, "ran-lstm": {}
 
 def _write_random_grids(root: str, n: int, side: int, c: int) -> str:
     """n grid files of random fp16 embeddings (every cell kept) and a cohort with alternating labels."""
-    from slidegrid.grids import grid_table, grid_uri, write_grid
+    from slidegrid.io.grids import grid_table, grid_uri, write_grid
 
     rows = []
     rr, cc = (a.ravel() for a in np.meshgrid(np.arange(side), np.arange(side), indexing="ij"))
@@ -121,7 +121,7 @@ def _synthetic_cohort(root: str, n: int) -> str:
     """n synthetic slides, half with one lesion of radius 15-300 µm (sub-tile to large, NIC Fig. 6), in 4 folds
     balanced by label; mean-rgb grids on 64-px tiles. Returns the cohort path; radii in `radius_um`."""
     from slidegrid.encode import EncodeConfig, run_encode
-    from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+    from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
     rows = []
     rng = np.random.default_rng(0)

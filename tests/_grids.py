@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from slidegrid.grids import grid_table, grid_uri, write_grid
+from slidegrid.io.grids import grid_table, grid_uri, write_grid
 
 
 def grids_with_a_known_target(root: Path, n: int = 40, seed: int = 0) -> str:

@@ -8,7 +8,7 @@ import torch
 from scipy import ndimage
 
 from slidegrid import metrics
-from slidegrid.grids import Grid
+from slidegrid.io.grids import Grid
 from slidegrid.models import GridStandardizer, build_model
 from slidegrid.models.nic_cnn import crop_centres, gradcam, predict_tta, training_crop
 from slidegrid.models.ran import Sweep2DLSTM

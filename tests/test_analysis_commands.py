@@ -25,7 +25,7 @@ from slidegrid.analysis.pn_stage import (
 from slidegrid.analysis.pn_stage_run import out_of_fold
 from slidegrid.cli import main
 from slidegrid.errors import ConfigError
-from slidegrid.manifest import ManifestWriter, SlideResult
+from slidegrid.io.manifest import ManifestWriter, SlideResult
 from slidegrid.segment import write_pyramid_tiff
 
 # log10 of the largest lesion's major axis (µm) per node type, on Table 2's scale (ITC <= 0.2 mm < micro <= 2 mm

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from slidegrid.annotations import mask_to_geojson, rasterize, read_annotations, write_geojson
 from slidegrid.errors import ConfigError
+from slidegrid.io.annotations import mask_to_geojson, rasterize, read_annotations, write_geojson
 
 
 def _ring_mask():

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from slidegrid.archive import list_archive, read_cohort, safe_slide_id, scan_archive
 from slidegrid.errors import ConfigError
+from slidegrid.io.archive import list_archive, read_cohort, safe_slide_id, scan_archive
 
 
 def _touch(p):
@@ -154,7 +154,7 @@ def test_case_excel_bom_and_crlf_with_padded_cells(cases):
 
 def test_case_duplicates_every_problem_at_once_with_rows(cases, caplog):
     table = str(cases / "cohort_duplicates.csv")
-    with caplog.at_level(logging.WARNING, logger="slidegrid.archive"), pytest.raises(ConfigError) as err:
+    with caplog.at_level(logging.WARNING, logger="slidegrid.io.archive"), pytest.raises(ConfigError) as err:
         list_archive(table)
     assert err.value.input == table
     first, *problems = err.value.reason.splitlines()
@@ -235,14 +235,14 @@ def test_conflicting_uri_is_refused_and_identical_rows_kept_once(tmp_path, caplo
     assert err.value.input.endswith("rows 4, 5") and "'b.svs'" not in err.value.reason  # uris shown resolved
     assert f"uri '{tmp_path / 'b.svs'}' (row 4), '{tmp_path / 'other.svs'}' (row 5)" in err.value.reason
     (tmp_path / "ok.csv").write_text("slide_id,uri,label\na,a.svs,1\n a ,a.svs , 1\nb,b.svs,0\n")
-    with caplog.at_level(logging.WARNING, logger="slidegrid.archive"):
+    with caplog.at_level(logging.WARNING, logger="slidegrid.io.archive"):
         assert [(r.slide_id, r.label) for r in read_cohort(str(tmp_path / "ok.csv"))] == [("a", "1"), ("b", "0")]
     assert any("rows 2, 3" in m and "identical" in m for m in caplog.messages)
 
 
 def test_one_file_under_two_ids_is_warned_naming_both(tmp_path, caplog):
     (tmp_path / "c.csv").write_text("slide_id,uri,patient_id\nS05,s/S05.svs,P6\nS05b,s/../s/S05.svs,P6\n")
-    with caplog.at_level(logging.WARNING, logger="slidegrid.archive"):
+    with caplog.at_level(logging.WARNING, logger="slidegrid.io.archive"):
         recs = read_cohort(str(tmp_path / "c.csv"))
     assert [r.slide_id for r in recs] == ["S05", "S05b"] and recs[0].uri == recs[1].uri
     (msg,) = [m for m in caplog.messages if "several slide ids" in m]

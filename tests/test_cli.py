@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from slidegrid.cli import main
-from slidegrid.slides import open_slide
+from slidegrid.io.slides import open_slide
 
 
 def test_info_text_and_json(sample_slide, capsys):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 
 from slidegrid.cli import main
-from slidegrid.manifest import read_manifest
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.io.manifest import read_manifest
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 
 def test_encode_exit_code_counts_failures_and_show_renders(tmp_path, capsys, ray_local):

@@ -13,8 +13,8 @@ import mlflow
 import pytest
 
 from slidegrid.cli import main
-from slidegrid.grids import MANIFEST_NAME
-from slidegrid.manifest import read_manifest
+from slidegrid.io.grids import MANIFEST_NAME
+from slidegrid.io.manifest import read_manifest
 
 # Ray's own output that must stay off the terminal (README: demo output): forwarded worker/actor lines, Ray
 # Train's per-report INFO, Ray Data's progress log, the driver's native core-worker lines, the autoscaler.

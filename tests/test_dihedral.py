@@ -17,9 +17,9 @@ import tiffslide
 from slidegrid.cli import main
 from slidegrid.encode import EncodeConfig, run_encode, settings_hash
 from slidegrid.encoders import EncoderSpec, build_encoder
-from slidegrid.grids import grid_uri, read_grid
+from slidegrid.io.grids import grid_uri, read_grid
 from slidegrid.models.nic_cnn import crop_centre, training_crop
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 TILE = 32
 ENCODER = ("timm:test_efficientnet", "random")  # tiny, random but seeded, and not rotation-invariant (C=256)

@@ -13,9 +13,9 @@ import tiffslide
 
 from slidegrid.encode import EncodeConfig, run_encode, settings_hash
 from slidegrid.errors import ConfigError
-from slidegrid.grids import MANIFEST_NAME, grid_uri, read_grid
-from slidegrid.manifest import read_manifest
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid
+from slidegrid.io.manifest import read_manifest
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 
 def _archive(root, n=3, size=1536, seed=0, corrupt=True, blank=True):

@@ -15,10 +15,10 @@ import pytest
 
 from _scenarios import run_scenario
 from slidegrid.encode import EncodeConfig, run_encode
-from slidegrid.grids import MANIFEST_NAME, grid_uri, read_grid
-from slidegrid.manifest import read_manifest
+from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid
+from slidegrid.io.manifest import read_manifest
 from slidegrid.stream.staging import STAGING
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 REPO = Path(__file__).resolve().parents[1]
 TILE = 64

@@ -14,7 +14,7 @@ import tifffile
 
 from conftest import SHARED_DATA
 from slidegrid.encode import EncodeConfig, run_encode
-from slidegrid.grids import grid_uri, read_grid
+from slidegrid.io.grids import grid_uri, read_grid
 
 CASES = SHARED_DATA / "realworld" / "cases"
 LINKS = {"ycc": "aperio_jp2k_33003_ycbcr.svs", "rgb": "aperio_jp2k_33005_rgb.svs",

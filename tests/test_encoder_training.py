@@ -11,8 +11,6 @@ import numpy as np
 import pytest
 import torch
 
-from slidegrid.annotations import rasterize, read_annotations
-from slidegrid.archive import read_cohort
 from slidegrid.cli import main
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.encoders import EncoderSpec, build_encoder
@@ -22,8 +20,10 @@ from slidegrid.encoders.mean_rgb import MeanRGBEncoder
 from slidegrid.encoders.nets import NetConfig
 from slidegrid.encoders.probe import probe_encoders, probe_set
 from slidegrid.errors import ConfigError
-from slidegrid.grids import grid_uri, read_grid
-from slidegrid.synthetic import synthesize_archive
+from slidegrid.io.annotations import rasterize, read_annotations
+from slidegrid.io.archive import read_cohort
+from slidegrid.io.grids import grid_uri, read_grid
+from slidegrid.synth.slides import synthesize_archive
 from slidegrid.train.encoder_config import EncoderTrainConfig
 from slidegrid.train.encoder_fit import fit_encoder
 from slidegrid.train.encoder_loop import method_for, to_tensors
@@ -252,7 +252,7 @@ def test_train_encoder_with_ray_two_workers_registers_and_encodes_an_archive(arc
     assert [r.status for r in report.results] == ["ok"] and report.tiles > 100
     grid = read_grid(grid_uri(str(grids), "slide_0001"))
     assert grid.code_size == 16 and grid.meta["encoder"] == "vae"
-    from slidegrid.slides import open_slide
+    from slidegrid.io.slides import open_slide
 
     with open_slide(str(slide)) as s:
         first = s.read_region(int(grid.x[0]), int(grid.y[0]), TILE, TILE, MPP)

@@ -8,7 +8,7 @@ import pytest
 
 from _servers import free_port, serving
 from slidegrid.encode import EncodeConfig, run_encode
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 
 @pytest.fixture(scope="module")

@@ -170,8 +170,8 @@ def test_train_run_that_cannot_start_fails_with_one_line(ray_local, tmp_path, mo
 @pytest.mark.timeout(600)
 def test_encode_on_a_cluster_whose_only_worker_has_one_cpu(tmp_path, ray_local):
     from slidegrid.encode import EncodeConfig, run_encode
-    from slidegrid.grids import grid_uri, read_grid
-    from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+    from slidegrid.io.grids import grid_uri, read_grid
+    from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
     archive = tmp_path / "slides"
     archive.mkdir()

@@ -448,8 +448,8 @@ def test_encode_with_a_small_preset_end_to_end(tmp_path, hf_env, ray_local):
     """Weights from a fabricated HF cache (random, in the preset's real repo and file name), offline: every
     slide gets a grid of the preset's size with its name, version and the weights digest in the metadata."""
     from slidegrid.encode import run_encode
-    from slidegrid.grids import grid_uri, read_grid
-    from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+    from slidegrid.io.grids import grid_uri, read_grid
+    from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
     preset = _small_preset()
     if preset is None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from _servers import free_port
-from slidegrid.grids import MANIFEST_NAME, grid_uri, read_grid
-from slidegrid.manifest import read_manifest
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid
+from slidegrid.io.manifest import read_manifest
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 REPO = Path(__file__).resolve().parents[1]
 

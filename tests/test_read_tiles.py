@@ -18,10 +18,10 @@ import tifffile
 from _images import smooth_rgb, write_cut_short_jpeg
 from conftest import SAMPLE_DIR, SHARED_DATA
 from slidegrid.errors import SlideError
-from slidegrid.readers import tiffslide_backend
-from slidegrid.slides import open_slide
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
-from slidegrid.tiling import GridSpec, tile_grid
+from slidegrid.geometry.tiling import GridSpec, tile_grid
+from slidegrid.io.readers import tiffslide_backend
+from slidegrid.io.slides import open_slide
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 CASES = SHARED_DATA / "realworld" / "cases"
 

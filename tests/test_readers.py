@@ -17,10 +17,10 @@ import tifffile
 from _images import smooth_rgb, write_cut_short_jpeg
 from conftest import SHARED_DATA
 from slidegrid.errors import SlideError
-from slidegrid.readers import tiffslide_backend
-from slidegrid.slides import open_slide
-from slidegrid.tiling import GridSpec, tile_grid
-from slidegrid.tissue import tissue_mask
+from slidegrid.geometry.tiling import GridSpec, tile_grid
+from slidegrid.geometry.tissue import tissue_mask
+from slidegrid.io.readers import tiffslide_backend
+from slidegrid.io.slides import open_slide
 
 CASES = SHARED_DATA / "realworld" / "cases"
 

@@ -186,7 +186,7 @@ def test_supervised_encoder_on_real_pcam_beats_its_random_twin():
 def test_split_cohorts_tile_each_role_from_its_own_split(tmp_path):
     import pandas as pd
 
-    from slidegrid.synthetic_texture import synthesize_split_cohorts
+    from slidegrid.synth.texture import synthesize_split_cohorts
 
     path = synthesize_split_cohorts(str(tmp_path), str(PCAM), {"train": 2, "val": 1, "test": 1}, size=1024,
                                     progress=False)

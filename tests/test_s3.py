@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 from _servers import free_port, serving
-from slidegrid.archive import list_archive
 from slidegrid.errors import ConfigError, SlideError
-from slidegrid.slides import open_slide
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.io.archive import list_archive
+from slidegrid.io.slides import open_slide
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ SPEC = {"mpps": [2.0], "patch_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "
 
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
-    from slidegrid.synthetic import synthesize_archive
+    from slidegrid.synth.slides import synthesize_archive
 
     out = tmp_path_factory.mktemp("seg-synth")
     return synthesize_archive(str(out), n=2, size=2048, seed=3, tumour_rate=1.0, n_folds=2, progress=False)
@@ -39,7 +39,7 @@ def _tiny() -> torch.nn.Module:
 # -- training patches -----------------------------------------------------------------------------------
 
 def test_patches_are_class_balanced_and_masks_follow_the_any_pixel_rule(synth):
-    from slidegrid.archive import read_cohort
+    from slidegrid.io.archive import read_cohort
 
     rec = read_cohort(synth)[0].to_dict()
     spec = PatchSpec(patch_size=64, mpps=(2.0,), perturb_radius=0, augment=False)

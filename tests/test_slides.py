@@ -13,8 +13,8 @@ import pytest
 import tifffile
 
 from slidegrid.errors import SlideError
-from slidegrid.slides import open_slide
-from slidegrid.tissue import tissue_mask
+from slidegrid.geometry.tissue import tissue_mask
+from slidegrid.io.slides import open_slide
 
 
 def write_pyramid(path, downsamples=(1, 4, 16), mpp: float | None = 0.25, size=(1024, 768), seed=0):

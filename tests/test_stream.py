@@ -12,12 +12,12 @@ import pytest
 
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.errors import SlidegridError
-from slidegrid.grids import MANIFEST_NAME, grid_uri, read_grid, read_grid_meta
-from slidegrid.manifest import read_manifest
+from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid, read_grid_meta
+from slidegrid.io.manifest import read_manifest
 from slidegrid.stream import done_slides
 from slidegrid.stream.pipeline import RECORD_COLUMNS, write_parts
 from slidegrid.stream.staging import STAGING, part_uri, read_parts
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 TILE = 128
 
@@ -88,8 +88,8 @@ def test_parts_are_named_by_their_tiles_and_merged_once(tmp_path):
 
 
 def test_resume_reads_footers_only_where_manifest_and_listing_disagree(archive, tmp_path, ray_local):
-    from slidegrid.archive import list_archive
-    from slidegrid.manifest import SlideResult
+    from slidegrid.io.archive import list_archive
+    from slidegrid.io.manifest import SlideResult
 
     out = tmp_path / "g"
     first = run_encode(_config(archive, out))

@@ -13,12 +13,12 @@ import pandas as pd
 import pytest
 
 from conftest import SHARED_DATA
-from slidegrid import synthetic_texture
-from slidegrid.annotations import read_annotations
 from slidegrid.cli import main
-from slidegrid.slides import open_slide
-from slidegrid.synthetic import MASK_MPP, SyntheticSpec, write_synthetic_slide
-from slidegrid.synthetic_texture import MosaicRenderer, load_patch_bank
+from slidegrid.io.annotations import read_annotations
+from slidegrid.io.slides import open_slide
+from slidegrid.synth import texture
+from slidegrid.synth.slides import MASK_MPP, SyntheticSpec, write_synthetic_slide
+from slidegrid.synth.texture import MosaicRenderer, load_patch_bank
 
 PCAM = SHARED_DATA / "realworld" / "patches" / "pcam"
 CELL = 96
@@ -118,7 +118,7 @@ def test_lower_levels_do_not_depend_on_the_block_size(monkeypatch):
     bank = load_patch_bank(str(PCAM), "train")
     render = MosaicRenderer(SyntheticSpec(width=2048, height=1536, mpp=MPP, seed=2, n_tumours=1), bank)
     whole = render.tile(4, 0, 0)
-    monkeypatch.setattr(synthetic_texture, "_BLOCK", 48)  # 12 x 12 output px per block, ragged at the edge
+    monkeypatch.setattr(texture, "_BLOCK", 48)  # 12 x 12 output px per block, ragged at the edge
     assert np.array_equal(render.tile(4, 0, 0), whole) and whole.std() > 5  # tissue, not glass only
     # a window wider than the glass period (gathered) equals two narrower ones (sliced)
     wide = render.level0(700, 500, 1200, 200)

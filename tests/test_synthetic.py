@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 import tiffslide
 
-from slidegrid.annotations import rasterize, read_annotations
 from slidegrid.errors import SlideError
-from slidegrid.slides import open_slide
-from slidegrid.synthetic import SyntheticSpec, synthesize_archive, write_synthetic_slide
+from slidegrid.io.annotations import rasterize, read_annotations
+from slidegrid.io.slides import open_slide
+from slidegrid.synth.slides import SyntheticSpec, synthesize_archive, write_synthetic_slide
 
 
 def test_pyramid_levels_mpp_and_consistency(tmp_path):

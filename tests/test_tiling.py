@@ -12,10 +12,17 @@ import pytest
 
 from slidegrid.cli import main
 from slidegrid.errors import ConfigError
-from slidegrid.slides import open_slide
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
-from slidegrid.tiling import GridSpec, concentric_tiles, perturb, read_concentric, sample_patches, tile_grid
-from slidegrid.tissue import TissueMask, tissue_mask
+from slidegrid.geometry.tiling import (
+    GridSpec,
+    concentric_tiles,
+    perturb,
+    read_concentric,
+    sample_patches,
+    tile_grid,
+)
+from slidegrid.geometry.tissue import TissueMask, tissue_mask
+from slidegrid.io.slides import open_slide
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 
 @pytest.fixture(scope="module")
@@ -344,7 +351,7 @@ def test_encode_keeps_a_slide_smaller_than_a_tile_as_one_padded_tile(tmp_path, r
     import tiffslide
 
     from slidegrid.encode import EncodeConfig, run_encode
-    from slidegrid.grids import grid_uri, read_grid
+    from slidegrid.io.grids import grid_uri, read_grid
 
     archive = tmp_path / "archive"
     # 400 x 400 px at 2 µm/px (800 µm) under 224-px tiles at 4 µm/px (896 µm = 448 level-0 px): one padded tile

@@ -13,9 +13,9 @@ from scipy import ndimage
 from conftest import SHARED_DATA
 from slidegrid.cli import main
 from slidegrid.errors import ConfigError
-from slidegrid.slides import open_slide
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
-from slidegrid.tissue import TissueConfig, TissueMask, tissue_mask, tissue_mask_from_rgb
+from slidegrid.geometry.tissue import TissueConfig, TissueMask, tissue_mask, tissue_mask_from_rgb
+from slidegrid.io.slides import open_slide
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 from slidegrid.viz import heatmap_overlay, overlay, save_png
 
 GLASS = (242, 240, 244)

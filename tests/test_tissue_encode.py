@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from slidegrid.encode import EncodeConfig, run_encode
-from slidegrid.grids import grid_uri, read_grid
+from slidegrid.io.grids import grid_uri, read_grid
 from test_tissue import PEN, PEN_CASES
 
 LINKS = {"red": "pen_red_on_tissue.tif", "green": "pen_green_on_tissue.tif", "blue": "wsi_blue_pen.tif",

@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from _grids import grids_with_a_known_target
-from slidegrid.annotations import Annotation, write_geojson
 from slidegrid.cli import main
 from slidegrid.encode import EncodeConfig, run_encode
-from slidegrid.synthetic import SyntheticSpec, write_synthetic_slide
+from slidegrid.io.annotations import Annotation, write_geojson
+from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 from slidegrid.train.config import build_train_config
 from slidegrid.train.fit import fit
 
@@ -135,7 +135,7 @@ def test_regression_and_segmentation_learn_what_the_data_says(cohort, tmp_path):
     0.91 against 0.5 for all-normal (its normal slides score 1, its tumour ones 0). One Ray Train report per run
     (report_every = epochs): these epochs take milliseconds, a report up to 2 s.
     """
-    from slidegrid.grids import grid_uri, read_grid
+    from slidegrid.io.grids import grid_uri, read_grid
     from slidegrid.train.grid_data import cell_labels
 
     known = grids_with_a_known_target(tmp_path)

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def trained(ray_local, tmp_path_factory):
-    from slidegrid.synthetic import synthesize_archive
+    from slidegrid.synth.slides import synthesize_archive
 
     root = tmp_path_factory.mktemp("train-seg")
     cohort = synthesize_archive(str(root / "train"), n=6, size=2048, seed=1, tumour_rate=0.67, n_folds=3,
@@ -46,7 +46,7 @@ def trained(ray_local, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def segmented(trained):
-    from slidegrid.synthetic import synthesize_archive
+    from slidegrid.synth.slides import synthesize_archive
 
     root, out, _ = trained
     held_out = synthesize_archive(str(root / "heldout"), n=2, size=2048, seed=7, tumour_rate=1.0, progress=False)
@@ -107,8 +107,8 @@ def test_segment_outputs_open_in_their_tools(segmented):
     import tifffile
 
     from slidegrid.analysis.heatmap_features import TABLE5_FEATURES
-    from slidegrid.annotations import read_annotations
-    from slidegrid.manifest import read_manifest
+    from slidegrid.io.annotations import read_annotations
+    from slidegrid.io.manifest import read_manifest
 
     _, seg, _, _ = segmented
     d = os.path.join(seg, "slide_0000")
@@ -139,7 +139,7 @@ def test_segment_outputs_open_in_their_tools(segmented):
 def test_segment_rerun_reuses_done_slides_and_their_features(segmented):
     import pandas as pd
 
-    from slidegrid.manifest import read_manifest
+    from slidegrid.io.manifest import read_manifest
 
     _, seg, _, argv = segmented
     before = pd.read_csv(os.path.join(seg, "features.csv"))
@@ -163,7 +163,7 @@ def test_mrn_recipe_learns_lesions_on_slides_it_never_saw(ray_local, tmp_path):
     from slidegrid.metrics import dice
     from slidegrid.models.mrn import MRN
     from slidegrid.models.seg_ensemble import load_ensemble
-    from slidegrid.synthetic import synthesize_archive
+    from slidegrid.synth.slides import synthesize_archive
 
     cohort = synthesize_archive(str(tmp_path / "train"), n=4, size=2048, seed=3, tumour_rate=1.0, n_folds=2,
                                 progress=False)  # 2 slides to train on, 2 to validate on

@@ -1,3 +1,57 @@
-"""slidegrid: gigapixel whole-slide images to grids of tile embeddings, on Ray."""
+"""slidegrid: gigapixel whole-slide images to grids of tile embeddings, on Ray.
+
+The public API: the names the CLI and `jobs/` call, one `run_<job>(<Job>Config) -> <Job>Report` per job, and the
+readers of what they write. Each is loaded on first use (PEP 562), so `import slidegrid` stays light on Ray workers.
+
+    import slidegrid as sg
+    report = sg.run_encode(sg.EncodeConfig(input="slides/", out="grids/", encoder="mean-rgb"))
+    grid = sg.read_grid("grids/slide_1.parquet")
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
+
+# name -> module that defines it
+_API: dict[str, str] = {
+    # slides, archives, grids, manifests
+    "open_slide": "io.slides", "list_archive": "io.archive", "read_grid": "io.grids",
+    "read_grid_meta": "io.grids", "read_manifest": "io.manifest",
+    "GridSpec": "geometry.tiling", "TissueConfig": "geometry.tissue", "tissue_mask": "geometry.tissue",
+    "SyntheticSpec": "synth.slides", "write_synthetic_slide": "synth.slides",
+    # encoders
+    "EncoderSpec": "encoders", "build_encoder": "encoders", "available_encoders": "encoders",
+    # jobs
+    "EncodeConfig": "encode", "EncodeReport": "encode", "run_encode": "encode",
+    "SegmentConfig": "segment", "SegmentReport": "segment", "run_segment": "segment",
+    "ProbeConfig": "probe_patches", "ProbeReport": "probe_patches", "run_probe": "probe_patches",
+    "TrainConfig": "train.config", "FitResult": "train.fit", "fit": "train.fit",
+    "SweepSpace": "train.sweep", "load_space": "train.sweep", "tune_sweep": "train.sweep",
+    "EncoderTrainConfig": "train.encoder_config", "EncoderFitResult": "train.encoder_fit",
+    "fit_encoder": "train.encoder_fit",
+    "SegTrainConfig": "train.seg_config", "SegTrainReport": "train.seg_fit", "train_segmentation": "train.seg_fit",
+    "predict": "predict",
+    "PnStageConfig": "analysis.pn_stage_run", "PnStageReport": "analysis.pn_stage_run",
+    "run_pn_stage": "analysis.pn_stage_run",
+    "BurdenConfig": "analysis.burden_run", "BurdenReport": "analysis.burden_run", "run_burden": "analysis.burden_run",
+    "DemoConfig": "demo", "run_demo": "demo",
+    "init_ray": "runtime",
+}
+_ALIASES = {"available_encoders": "available"}
+
+__all__ = ["__version__", *sorted(_API)]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'slidegrid' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_API[name]}"), _ALIASES.get(name, name))
+    globals()[name] = value  # once loaded, a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_API})

@@ -12,8 +12,8 @@ from typing import Any
 
 from . import __version__
 from .errors import SlidegridError
+from .io.storage import parse_storage_options
 from .runtime import ray_log_path, ray_logs_to
-from .storage import parse_storage_options
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -71,7 +71,7 @@ def _add_keep_ink(p: argparse.ArgumentParser) -> None:
 
 
 def _add_mpp_override(p: argparse.ArgumentParser) -> None:
-    from .readers import READER_HELP, READERS
+    from .io.readers import READER_HELP, READERS
 
     p.add_argument("--mpp-override", type=float, default=None, metavar="MPP",
                    help="level-0 µm/px for slides whose metadata lacks it or is implausible")
@@ -81,7 +81,7 @@ def _add_mpp_override(p: argparse.ArgumentParser) -> None:
 # -- info ---------------------------------------------------------------------------------------
 
 def _info(args: argparse.Namespace) -> int:
-    from .slides import open_slide
+    from .io.slides import open_slide
 
     with open_slide(args.uri, parse_storage_options(args.storage_options), args.mpp_override, args.reader) as s:
         info = s.info
@@ -119,7 +119,7 @@ def _register_info(sub: argparse._SubParsersAction) -> None:
 # -- synth / tissue / tiles ---------------------------------------------------------------------
 
 def _synth(args: argparse.Namespace) -> int:
-    from .synthetic import synthesize_archive
+    from .synth.slides import synthesize_archive
 
     cohort = synthesize_archive(args.outdir, n=args.n, size=args.size, seed=args.seed, mpp=args.mpp,
                                 tumour_rate=args.tumour_rate, progress=not args.no_progress,
@@ -137,7 +137,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _register_synth(sub: argparse._SubParsersAction) -> None:
-    from .synthetic import SyntheticSpec
+    from .synth.slides import SyntheticSpec
 
     p = sub.add_parser("synth", help="write synthetic H&E-like pyramidal slides with ground truth",
                        description="Synthetic slides (tumour / normal), GeoJSON + PNG tumour masks, cohort.csv. "
@@ -170,10 +170,10 @@ def _register_synth(sub: argparse._SubParsersAction) -> None:
 
 
 def _tissue(args: argparse.Namespace) -> int:
-    from .archive import safe_slide_id
-    from .slides import open_slide
-    from .storage import join
-    from .tissue import TissueConfig, tissue_mask
+    from .geometry.tissue import TissueConfig, tissue_mask
+    from .io.archive import safe_slide_id
+    from .io.slides import open_slide
+    from .io.storage import join
     from .viz import overlay, save_png
 
     opts = parse_storage_options(args.storage_options)
@@ -209,10 +209,10 @@ def _register_tissue(sub: argparse._SubParsersAction) -> None:
 def _tiles(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from .slides import open_slide
-    from .storage import atomic_write
-    from .tiling import GridSpec, tile_grid
-    from .tissue import TissueConfig, tissue_mask
+    from .geometry.tiling import GridSpec, tile_grid
+    from .geometry.tissue import TissueConfig, tissue_mask
+    from .io.slides import open_slide
+    from .io.storage import atomic_write
 
     spec = GridSpec(mpp=args.mpp, tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue)
     opts = parse_storage_options(args.storage_options)
@@ -264,7 +264,8 @@ def _register_encoders(sub: argparse._SubParsersAction) -> None:
 # -- encode / show ------------------------------------------------------------------------------
 
 def _encode(args: argparse.Namespace) -> int:
-    from .encode import EncodeConfig, exit_code, run_encode, summarize
+    from .encode import EncodeConfig, run_encode
+    from .io.manifest import exit_code, summarize
 
     config = EncodeConfig(
         input=args.input, out=args.out, encoder=args.encoder, weights=args.weights, mpp=args.mpp,
@@ -294,7 +295,7 @@ def _encode(args: argparse.Namespace) -> int:
 
 # Archives longer than this get counts only; every slide's row is in the manifest anyway.
 SLIDE_TABLE_MAX = 50
-# The exit codes of the archive commands (encode.exit_code, and main for 2 and 130).
+# The exit codes of the archive commands (io.manifest.exit_code, and main for 2 and 130).
 EXIT_CODES_HELP = ("Exit codes: 0 every slide ok or skipped, 2 bad configuration or input, 3 some slides failed "
                    "(the summary line counts them), 130 interrupted.")
 
@@ -358,7 +359,7 @@ def _register_encode(sub: argparse._SubParsersAction) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from .grids import read_grid
+    from .io.grids import read_grid
     from .preview import grid_preview
     from .viz import save_png
 
@@ -739,7 +740,7 @@ def _register_train_seg(sub: argparse._SubParsersAction) -> None:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from .encode import exit_code, summarize
+    from .io.manifest import exit_code, summarize
     from .segment import SegmentConfig, run_segment
 
     config = SegmentConfig(

@@ -27,17 +27,17 @@ class DemoConfig:
     # Train's controller (train/checkpoints.py report_epoch), longer than a demo epoch.
     report_every: int = 10
     # A patch folder (PatchCamelyon layout): slides tiled from its real patches, one split per role (train/ ->
-    # train, valid/ -> validation, test/ -> test: synthetic_texture.synthesize_split_cohorts), read at the
+    # train, valid/ -> validation, test/ -> test: synth.texture.synthesize_split_cohorts), read at the
     # patches' own 0.97 µm/px. None: the fast procedural slides.
     texture_from: str | None = None
 
 
 def _tissue_overlays(cohort: str, out: str) -> pd.DataFrame:
     """Tissue mask + overlay PNG per slide and a summary table (fraction, tiles at 0.5 mpp)."""
-    from .archive import read_cohort
-    from .slides import open_slide
-    from .tiling import GridSpec, tile_grid
-    from .tissue import tissue_mask
+    from .geometry.tiling import GridSpec, tile_grid
+    from .geometry.tissue import tissue_mask
+    from .io.archive import read_cohort
+    from .io.slides import open_slide
     from .viz import overlay, save_png
 
     rows = []
@@ -55,8 +55,9 @@ def _tissue_overlays(cohort: str, out: str) -> pd.DataFrame:
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run every stage and return the numbers of the final report."""
-    from .encode import EncodeConfig, run_encode, summarize
-    from .synthetic import synthesize_archive
+    from .encode import EncodeConfig, run_encode
+    from .io.manifest import summarize
+    from .synth.slides import synthesize_archive
     from .train.config import build_train_config
     from .train.fit import fit
 
@@ -65,7 +66,7 @@ def run_demo(cfg: DemoConfig) -> dict:
           + (f", tissue tiled from the real patches of {cfg.texture_from}" if cfg.texture_from else ""))
     mpp, split = 0.5, {"test_fold": 0}
     if cfg.texture_from:
-        from .synthetic_texture import PCAM_MPP, synthesize_split_cohorts
+        from .synth.texture import PCAM_MPP, synthesize_split_cohorts
 
         n_val = n_test = max(2, cfg.slides // 4)
         cohort = synthesize_split_cohorts(os.path.join(out, "archive"), cfg.texture_from,

@@ -31,15 +31,17 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .archive import SlideRecord, scan_archive
 from .encoders import EncoderSpec, build_encoder
 from .encoders.preset import find_preset
 from .errors import ConfigError, error_text
-from .grids import TRANSFORMS, dihedral, grid_table, grid_uri, read_grid_meta, write_grid
-from .manifest import STATUSES, ManifestWriter, SlideResult
+from .geometry.tiling import GridSpec, tile_grid
+from .geometry.tissue import TissueConfig, tissue_mask
+from .io.archive import SlideRecord, scan_archive
+from .io.grids import TRANSFORMS, dihedral, grid_table, grid_uri, read_grid_meta, write_grid
+from .io.manifest import ManifestWriter, SlideResult
+from .io.readers import check_reader
+from .io.slides import open_slide_cached
 from .placement import PoolPlan
-from .readers import check_reader
-from .slides import open_slide_cached
 from .stream import (
     StreamResult,
     StreamSpec,
@@ -49,8 +51,6 @@ from .stream import (
     retry_once,
     run_stream,
 )
-from .tiling import GridSpec, tile_grid
-from .tissue import TissueConfig, tissue_mask
 
 log = logging.getLogger(__name__)
 
@@ -387,7 +387,7 @@ def run_encode(config: EncodeConfig) -> EncodeReport:
     tiles, elapsed = (stream.tiles, stream.seconds) if stream else (0, 0.0)
     report = EncodeReport(writer.results(), tiles, elapsed, stream=stream)
     if config.mlflow:
-        from .train.tracking import log_encode_run
+        from .tracking import log_encode_run
 
         report.mlflow_run_id = log_encode_run(config, report.results, tiles, elapsed, writer.uri)
     return report
@@ -410,25 +410,3 @@ def _stream_spec(config: EncodeConfig, dim: int, digest: str, light: bool, shash
         payload=("row", "col", "x", "y", "tissue", "embedding"), commit=partial(commit_grid, config), shash=shash,
         storage_options=dict(config.storage_options), actors=config.actors, data_cpus=config.data_cpus, light=light,
         progress=config.progress)
-
-
-def summarize(results: list[SlideResult]) -> dict[str, int]:
-    """Counts per status (every status of manifest.STATUSES, 0 when absent), slides reused and tiles."""
-    out: dict[str, int] = {**dict.fromkeys(STATUSES, 0), "reused": 0, "tiles": 0}
-    for r in results:
-        out[r.status] = out.get(r.status, 0) + 1
-        out["reused"] += int(r.reused)
-        out["tiles"] += r.tiles
-    return out
-
-
-# Exit codes of the commands that process an archive: 0 every slide ok or skipped, 2 bad configuration or
-# input (cli.main), 3 some slides failed (how many is in the summary line), 130 interrupted (cli.main).
-# One fixed code: the failure count used before made two failed slides read as a configuration error.
-EXIT_SLIDES_FAILED = 3
-
-
-def exit_code(results: list[SlideResult]) -> int:
-    """EXIT_SLIDES_FAILED (3) when any slide failed, else 0 (ok and skipped slides are successes)."""
-    return EXIT_SLIDES_FAILED if any(r.status == "failed" for r in results) else 0
-

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .grids import Grid
+from .io.grids import Grid
 
 
 def pca_rgb(grid: Grid) -> np.ndarray:
@@ -33,7 +33,7 @@ def pca_rgb(grid: Grid) -> np.ndarray:
 
 def grid_preview(grid: Grid, storage_options: Mapping[str, Any] | None = None, height: int = 512) -> np.ndarray:
     """Slide thumbnail (left) and PCA grid (right) at the same height, as one RGB image."""
-    from .slides import open_slide
+    from .io.slides import open_slide
 
     meta = grid.meta
     pca = pca_rgb(grid)

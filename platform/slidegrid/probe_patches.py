@@ -271,7 +271,8 @@ def run_probe(config: ProbeConfig) -> ProbeReport:
 
 def _write(config: ProbeConfig, report: ProbeReport) -> None:
     """probe-<encoder>.csv and .json under config.out; one MLflow run with the same tables."""
-    from .analysis.tables import csv_text, log_analysis_run, write_tables
+    from .io.tables import csv_text, write_tables
+    from .tracking import log_analysis_run
 
     body = {"encoder": config.encoder, "weights": config.weights, "dataset": report.dataset, "rows": report.rows,
             "notes": report.notes, "seconds": round(report.seconds, 2)}

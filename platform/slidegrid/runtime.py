@@ -145,7 +145,7 @@ def ray_log_path(out: str | None) -> str:
     for an object-store one (s3://...) or none, `slidegrid-logs/ray-<pid>.log` in the temporary directory."""
     import tempfile
 
-    from .storage import is_remote, normalize_uri
+    from .io.storage import is_remote, normalize_uri
 
     if out and not is_remote(out):
         return os.path.join(normalize_uri(out), "logs", "ray.log")

@@ -33,16 +33,16 @@ from typing import Any
 
 import numpy as np
 
-from .archive import scan_archive
 from .errors import ConfigError, error_text
-from .manifest import ManifestWriter, SlideResult
-from .readers import check_reader
-from .slides import open_slide_cached
+from .geometry.tiling import read_concentric, tissue_fraction
+from .geometry.tissue import TissueConfig, tissue_mask, tissue_mask_from_rgb
+from .io.archive import scan_archive
+from .io.manifest import ManifestWriter, SlideResult
+from .io.readers import check_reader
+from .io.slides import open_slide_cached
+from .io.storage import atomic_write, filesystem, join
 from .stitching import WEIGHTINGS, HeatmapAccumulator, tile_positions
-from .storage import atomic_write, filesystem, join
 from .stream import StreamSpec, done_slides, list_names, remove_stale_temporaries, retry_once, run_stream
-from .tiling import read_concentric, tissue_fraction
-from .tissue import TissueConfig, tissue_mask, tissue_mask_from_rgb
 
 log = logging.getLogger(__name__)
 # Maps per tile: tumour probability, aleatoric variance, epistemic variance.
@@ -297,7 +297,7 @@ def write_outputs(config: SegmentConfig, sid: str, uri: str, maps: np.ndarray, m
                   override: float | None) -> dict[str, float]:
     """Heatmap and uncertainty TIFFs, overlay PNG, GeoJSON and features of a finished slide; returns features."""
     from .analysis.heatmap_features import heatmap_features
-    from .annotations import mask_to_geojson, write_geojson
+    from .io.annotations import mask_to_geojson, write_geojson
     from .viz import heatmap_overlay, save_png
 
     opts = config.storage_options

@@ -8,7 +8,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .storage import atomic_write
+from .io.storage import atomic_write
 
 
 def _fit(mask: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

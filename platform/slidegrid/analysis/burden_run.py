@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, error_text
-from ..manifest import MANIFEST_NAME, read_manifest
-from ..storage import filesystem, join
-from .tables import csv_text, log_analysis_run, write_tables
+from ..io.manifest import MANIFEST_NAME, read_manifest
+from ..io.storage import filesystem, join
+from ..io.tables import csv_text, write_tables
+from ..tracking import log_analysis_run
 from .tumour_burden import CleanupConfig, tumour_burden
 
 COLUMNS = ("slide_id", "status", "viable_mm2", "whole_mm2", "tissue_mm2", "burden", "heatmap_mpp", "error")
@@ -64,8 +65,8 @@ def heatmap_tissue(slide_uri: str, mpp: float, shape: tuple[int, int], mpp_overr
                    reader: str = "auto", storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """(H, W) bool tissue mask of a slide at `mpp` µm/px, cropped to a heatmap's `shape`, as segment.write_outputs
     computes it (DigiPathAI tissue mask, "Tissue mask generation")."""
-    from ..slides import open_slide
-    from ..tissue import TissueConfig, tissue_mask_from_rgb
+    from ..geometry.tissue import TissueConfig, tissue_mask_from_rgb
+    from ..io.slides import open_slide
 
     with open_slide(slide_uri, storage_options, mpp_override, reader) as slide:
         thumb = slide.thumbnail(mpp)[: shape[0], : shape[1]]

@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..storage import normalize_uri
+from ..io.storage import normalize_uri
+from ..io.tables import csv_text, read_csv_rows, write_tables
+from ..tracking import log_analysis_run
 from .heatmap_features import TABLE5_FEATURES
 from .pn_stage import (
     METASTASIS_TYPES,
@@ -40,7 +42,6 @@ from .pn_stage import (
     stage_kappa,
     vote_winner,
 )
-from .tables import csv_text, log_analysis_run, read_csv_rows, write_tables
 
 PATIENT_COLUMNS = ("patient_id", "patient")
 

@@ -161,7 +161,7 @@ def _table_entries(table: str, rows: list[tuple[int, dict[str, str]]]
 
 def _duplicates(root: str) -> set[str]:
     """Absolute paths ROOT/index.csv marks as copies of another file (its `duplicate_of` column)."""
-    from ..analysis.tables import read_csv_rows
+    from ..io.tables import read_csv_rows
 
     index = os.path.join(root, INDEX_NAME)
     if not os.path.isfile(index):
@@ -189,7 +189,7 @@ def read_patch_set(source: str, mpp: float | None) -> PatchSet:
             by_split[split] = by_split.get(split, 0) + 1
         entries = [e for e in entries if os.path.normpath(e[0]) not in copies]
     elif os.path.isfile(source) and source.lower().endswith(".csv"):
-        from ..analysis.tables import read_csv_rows
+        from ..io.tables import read_csv_rows
 
         _, rows = read_csv_rows(source, ("path", "label"))
         entries, by_split = _table_entries(source, rows)

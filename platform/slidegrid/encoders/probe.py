@@ -41,10 +41,10 @@ class ProbeSet:
 def _slide_probe_tiles(rec, tile_size: int, mpp: float, min_tissue: float, per_class: int,
                        rng: np.random.Generator, storage_options: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Up to `per_class` unambiguous tumour and non-tumour grid tiles of one slide, and their labels."""
-    from ..annotations import rasterize, read_annotations
-    from ..slides import open_slide
-    from ..tiling import GridSpec, tile_grid
-    from ..tissue import TissueMask, tissue_mask
+    from ..geometry.tiling import GridSpec, tile_grid
+    from ..geometry.tissue import TissueMask, tissue_mask
+    from ..io.annotations import rasterize, read_annotations
+    from ..io.slides import open_slide
 
     # Quarter-tile stride: overlapping candidates, so small tumours still yield enough whole tumour tiles.
     spec = GridSpec(mpp, tile_size, max(1, tile_size // 4), min_tissue)
@@ -77,7 +77,7 @@ def probe_set(archive: str, tile_size: int, mpp: float, per_class: int = 64, min
     labs and scanners): on synthetic slides, whose tumour is also a different colour, it makes the probe
     measure more than mean colour, as real archives do.
     """
-    from ..archive import list_archive
+    from ..io.archive import list_archive
 
     rng = np.random.default_rng(seed)
     tiles, labels, slides = [], [], []

@@ -27,10 +27,10 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-from ..grids import TRANSFORMS, dihedral
+from ..io.grids import TRANSFORMS, dihedral
 
 if TYPE_CHECKING:
-    from ..grids import Grid
+    from ..io.grids import Grid
 
 
 class SeparableConv(nn.Module):

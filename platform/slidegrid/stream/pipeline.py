@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 
-from ..archive import SlideRecord
 from ..errors import SlidegridError, error_text
-from ..manifest import ManifestWriter, SlideResult
+from ..io.archive import SlideRecord
+from ..io.manifest import ManifestWriter, SlideResult
+from ..io.slides import open_slide_cached
+from ..io.storage import is_remote
 from ..placement import OVERRIDE_HELP, ClusterShape, PoolPlan, Watchdog, plan_pool
-from ..slides import open_slide_cached
-from ..storage import is_remote
 from .staging import part_uri, read_parts, remove, slide_staging, staging_root, write_part
 
 log = logging.getLogger(__name__)

@@ -9,9 +9,9 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from ..archive import SlideRecord
-from ..manifest import SlideResult
-from ..storage import filesystem, is_remote
+from ..io.archive import SlideRecord
+from ..io.manifest import SlideResult
+from ..io.storage import filesystem, is_remote
 
 # Outcomes without an output file that a re-run with the same settings reuses instead of planning again.
 NO_OUTPUT = ("skipped_no_tissue", "smaller_than_tile")

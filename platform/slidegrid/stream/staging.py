@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import SlidegridError
-from ..storage import atomic_write, filesystem, join
+from ..io.storage import atomic_write, filesystem, join
 
 STAGING = ".staging"
 

@@ -8,8 +8,8 @@ from typing import Any
 import yaml
 
 from ..errors import ConfigError
+from ..io.storage import absolute_paths
 from ..placement import START_TIMEOUT_S
-from ..storage import absolute_paths
 from .grid_data import TASKS
 from .recipes import RECIPE_NAMES, recipe_for
 

@@ -10,10 +10,10 @@ from typing import Any
 from ..encoders.learned import METHODS
 from ..encoders.nets import NetConfig
 from ..errors import ConfigError
+from ..geometry.tiling import GridSpec
+from ..geometry.tissue import TissueConfig
+from ..io.storage import absolute_paths
 from ..placement import START_TIMEOUT_S
-from ..storage import absolute_paths
-from ..tiling import GridSpec
-from ..tissue import TissueConfig
 
 # Adam step sizes: the GAN convention (2e-4) for BiGAN, 1e-3 for the others.
 DEFAULT_LR = {"vae": 1e-3, "contrastive": 1e-3, "bigan": 2e-4, "supervised": 1e-3}

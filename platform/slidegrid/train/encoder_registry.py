@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 from .encoder_config import EncoderTrainConfig
-from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 
 
 def log_encoder_run(cfg: EncoderTrainConfig, history: list[dict[str, Any]], method, encoder_file: str

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
-from ..grids import read_grid_meta
+from ..io.grids import read_grid_meta
+from ..io.storage import join
 from ..placement import OVERRIDE_HELP, RunPlan, Watchdog
-from ..storage import join
 from .checkpoints import read_state
 from .config import TrainConfig
 from .recipes import check_grid, recipe_for

@@ -1,14 +1,17 @@
-"""Turning grids into model inputs and model outputs into slide predictions (training, validation, predict)."""
+"""Turning grids into model inputs and model outputs into slide predictions and heatmaps (training, validation,
+predict)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..grids import Grid
+    from ..io.grids import Grid
     from .config import TrainConfig
     from .grid_data import CohortExamples, Example, GridCache
 
@@ -169,3 +172,57 @@ def evaluate(model, cfg: TrainConfig, examples: Sequence[Example], cache: GridCa
             low, high = metrics.bootstrap_ci(fn, len(examples))
             result.update({f"{prefix}_{name}_ci_low": low, f"{prefix}_{name}_ci_high": high})
     return result
+
+
+def heatmap(model, model_name: str, dense: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(H, W) map in [0, 1]: the attention map (attention model) or Grad-CAM of the positive class (NIC §3.3)."""
+    import torch
+
+    from ..models.nic_cnn import gradcam
+
+    x = torch.from_numpy(dense[None])
+    m = torch.from_numpy(mask[None])
+    if model_name == "attention" and hasattr(model, "attention_maps"):
+        with torch.no_grad():
+            maps = model.attention_maps(x, m)[0].float()  # (maps, H, W)
+        amap = maps.max(0).values.numpy()
+    else:
+        amap = gradcam(model, x, m, target=-1)
+    amap = np.where(mask, amap, 0.0)
+    hi = amap.max()
+    return amap / hi if hi > 0 else amap
+
+
+def write_heatmaps(model, model_name: str, grid_uris: Sequence[str], cache, out_dir: str,
+                   storage_options: Mapping[str, Any] | None = None) -> list[str]:
+    """One PNG per grid: the heatmap over the slide thumbnail (falls back to the bare map without the slide)."""
+    from ..io.slides import open_slide
+    from ..viz import heatmap_overlay, save_png
+
+    written = []
+    for uri in grid_uris:
+        dense, mask, grid = cache.get(uri)
+        hm = heatmap(model, model_name, dense, mask)
+        try:
+            with open_slide(grid.meta["source_uri"], storage_options, grid.meta.get("mpp_override"),
+                            grid.meta.get("reader", "auto")) as s:
+                H, mpp_y = s.info.dimensions[1], s.mpp_xy[1]
+                thumb = s.thumbnail(max(*s.mpp_xy, mpp_y * H / 512))
+        except Exception:
+            thumb = np.full((hm.shape[0] * 8, hm.shape[1] * 8, 3), 255, np.uint8)
+        # The grid starts at the slide's top-left corner: place it there on the thumbnail.
+        step_um = float(grid.meta["target_mpp"]) * float(grid.meta["stride"])
+        slide_w_um = float(grid.meta["slide_dimensions"][0]) * float(grid.meta["slide_mpp"])
+        px_per_cell = thumb.shape[1] * step_um / slide_w_um
+        canvas = np.zeros(thumb.shape[:2], np.float32)
+        h, w = hm.shape
+        fh, fw = round(h * px_per_cell), round(w * px_per_cell)
+        ch, cw = min(thumb.shape[0], fh), min(thumb.shape[1], fw)
+        if ch and cw:
+            # Scaled whole, then cut at the slide's edge: a partial last column/row runs past the thumbnail.
+            full = cv2.resize(hm.astype(np.float32), (fw, fh), interpolation=cv2.INTER_NEAREST)
+            canvas[:ch, :cw] = full[:ch, :cw]
+        path = os.path.join(out_dir, f"{grid.meta['slide_id']}_heatmap.png")
+        save_png(heatmap_overlay(thumb, canvas), path)
+        written.append(path)
+    return written

@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
+from ..tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 from .checkpoints import read_state
 from .config import TrainConfig
 from .grid_data import Split
-from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 
 
 def load_checkpoint_model(ckpt_dir: str, cfg: TrainConfig):
@@ -115,7 +115,7 @@ def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: 
         log_history(history)
         mlflow.log_metrics(test)
         with tempfile.TemporaryDirectory() as d:
-            from ..predict import write_heatmaps
+            from .inference import write_heatmaps
 
             shown, part = (split.test, "test") if split.test else (split.val, "validation")
             mlflow.set_tag("slidegrid.split", split.how)

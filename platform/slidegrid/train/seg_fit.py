@@ -14,14 +14,14 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..archive import SlideRecord, read_cohort
 from ..errors import ConfigError
+from ..io.archive import SlideRecord, read_cohort
 from ..placement import RunPlan
 from ..seg_patches import IMAGENET_MEAN, IMAGENET_STD, patch_dataset
+from ..tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 from .checkpoints import read_state
 from .fit import plan_training, run_trainer
 from .seg_config import SegTrainConfig
-from .tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
 
 log = logging.getLogger(__name__)
 

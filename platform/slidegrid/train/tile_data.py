@@ -29,10 +29,10 @@ from typing import Any
 
 import numpy as np
 
-from ..archive import SlideRecord, list_archive
 from ..errors import ConfigError
-from ..tiling import GridSpec, sample_patches, tile_grid
-from ..tissue import TissueConfig, tissue_mask
+from ..geometry.tiling import GridSpec, sample_patches, tile_grid
+from ..geometry.tissue import TissueConfig, tissue_mask
+from ..io.archive import SlideRecord, list_archive
 from .encoder_config import EncoderTrainConfig
 
 SAME_FRACTION = 0.5
@@ -61,7 +61,7 @@ class SlideTiles:
 
 def _label_mask(rec: SlideRecord, slide, mask_mpp: float, storage_options: dict[str, Any]) -> np.ndarray:
     """Tumour mask of a slide at `mask_mpp`; slides without an annotation are tumour-free (normal slides)."""
-    from ..annotations import rasterize, read_annotations
+    from ..io.annotations import rasterize, read_annotations
 
     polygons = read_annotations(rec.annotation, storage_options) if rec.annotation else []
     return rasterize(polygons, slide.info.dimensions, slide.mpp, mask_mpp)
@@ -69,7 +69,7 @@ def _label_mask(rec: SlideRecord, slide, mask_mpp: float, storage_options: dict[
 
 def plan_slide(rec: SlideRecord, cfg: EncoderTrainConfig, patches: int, seed: int) -> SlideTiles:
     """Tissue mask and tile grid of one slide, and `patches` class-balanced labelled patches (0: none)."""
-    from ..slides import open_slide
+    from ..io.slides import open_slide
 
     with open_slide(rec.uri, cfg.storage_options, rec.mpp) as slide:
         tissue = tissue_mask(slide, TissueConfig(mpp=cfg.tissue_mpp))
@@ -333,7 +333,7 @@ def read_batch(batch: dict[str, np.ndarray], cfg: EncoderTrainConfig, rng: np.ra
     and a pair's patches are first randomly cropped (cfg.crop_range). Pairs are always augmented, single tiles
     when `augment` (default cfg.augment; validation streams pass False)."""
     from ..encoders.augment import augment_tile
-    from ..slides import open_slide_cached
+    from ..io.slides import open_slide_cached
 
     rng = rng or np.random.default_rng()  # fresh draws every epoch: Ray Data re-runs this map per epoch
     opts = json.dumps(dict(cfg.storage_options), sort_keys=True)

@@ -11,7 +11,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .storage import atomic_write, filesystem
 
 # ASAP / CAMELYON16 groups: "_0", "_1" and "Tumor" are tumour, "_2" / "Exclusion" are holes cut from them.

@@ -86,3 +86,25 @@ def read_manifest(uri: str, storage_options: Mapping[str, Any] | None = None) ->
     except FileNotFoundError:
         return {}
     return {r["slide_id"]: r for r in table.to_pylist()}
+
+
+def summarize(results: list[SlideResult]) -> dict[str, int]:
+    """Counts per status (every status of manifest.STATUSES, 0 when absent), slides reused and tiles."""
+    out: dict[str, int] = {**dict.fromkeys(STATUSES, 0), "reused": 0, "tiles": 0}
+    for r in results:
+        out[r.status] = out.get(r.status, 0) + 1
+        out["reused"] += int(r.reused)
+        out["tiles"] += r.tiles
+    return out
+
+
+# Exit codes of the commands that process an archive: 0 every slide ok or skipped, 2 bad configuration or
+# input (cli.main), 3 some slides failed (how many is in the summary line), 130 interrupted (cli.main).
+# One fixed code: the failure count used before made two failed slides read as a configuration error.
+EXIT_SLIDES_FAILED = 3
+
+
+def exit_code(results: list[SlideResult]) -> int:
+    """EXIT_SLIDES_FAILED (3) when any slide failed, else 0 (ok and skipped slides are successes)."""
+    return EXIT_SLIDES_FAILED if any(r.status == "failed" for r in results) else 0
+

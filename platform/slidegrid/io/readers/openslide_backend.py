@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import SlideError
+from ...errors import SlideError
 from .base import PixelSize, Reader, composite_on_white, damaged
 from .metadata import positive
 

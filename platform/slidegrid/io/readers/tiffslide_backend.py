@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SlideError
+from ...errors import SlideError
 from .base import MAX_SEGMENT_BYTES, Reader, composite_on_white, damaged
 from .metadata import text, tiff_pixel_size
 

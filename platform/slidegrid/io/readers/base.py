@@ -10,7 +10,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..errors import SlideError
+from ...errors import SlideError
 
 # Untiled (strip) images are decoded whole once per slide and worker; beyond this a strip is refused,
 # since decoding it for every tile (or holding it) would cost more than converting the file once.

@@ -1,5 +1,5 @@
-"""Tables in and out of the analysis commands (`slidegrid pn-stage`, `slidegrid burden`): CSV reading with row
-numbers for error messages, CSV writing to local folders or object stores, and one MLflow run per command."""
+"""Tables in and out of the commands (`slidegrid pn-stage`, `burden`, `probe`, patch-set CSVs): CSV reading with
+row numbers for error messages, CSV writing to local folders or object stores."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from ..storage import atomic_write, filesystem, join
+from .storage import atomic_write, filesystem, join
 
 
 def read_csv_rows(uri: str, required: Sequence[str], storage_options: Mapping[str, Any] | None = None
@@ -70,24 +70,3 @@ def write_tables(out: str, tables: Mapping[str, str], storage_options: Mapping[s
         with atomic_write(uris[name], storage_options) as f:
             f.write(text.encode())
     return uris
-
-
-def log_analysis_run(experiment: str, run_name: str, out: str, tracking_uri: str | None,
-                     params: Mapping[str, Any], metrics: Mapping[str, float], tables: Mapping[str, str]
-                     ) -> tuple[str, str]:
-    """One MLflow run: params, metrics and the tables as artifacts; returns (run id, tracking URI).
-
-    The store is --tracking-uri, else MLFLOW_TRACKING_URI, else SQLite under `out` (train/tracking.py).
-    """
-    import mlflow
-
-    from ..train.tracking import resolve_tracking_uri, safe_params, use_experiment
-
-    uri = resolve_tracking_uri(tracking_uri, out)
-    use_experiment(experiment, uri)
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params(safe_params(params))
-        mlflow.log_metrics(dict(metrics))
-        for name, text in tables.items():
-            mlflow.log_text(text, name)
-    return run.info.run_id, uri

@@ -15,7 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import SlideError, SlidegridError
+from ..errors import SlideError, SlidegridError
 from .readers import open_reader
 from .storage import describe_storage_error, filesystem, is_remote, normalize_uri, redact
 
@@ -81,7 +81,7 @@ def _open_error(uri: str, exc: BaseException) -> SlideError:
     """Translate the many ways opening can fail into one message with a fix."""
     if isinstance(exc, IsADirectoryError):
         return SlideError(uri, "is a directory, not a slide; pass one slide file (a folder is an archive: "
-                               "list it with slidegrid.archive.list_archive or `slidegrid encode`)")
+                               "list it with slidegrid.io.archive.list_archive or `slidegrid encode`)")
     reason = describe_storage_error(exc)
     if reason:
         return SlideError(uri, reason)

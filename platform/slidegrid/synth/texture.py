@@ -37,9 +37,9 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from .encoders.patches import decode_patch
-from .errors import ConfigError
-from .synthetic import TEXTURE, SyntheticSpec, SyntheticTruth, _glass, _Renderer, _union
+from ..encoders.patches import decode_patch
+from ..errors import ConfigError
+from .slides import TEXTURE, SyntheticSpec, SyntheticTruth, _glass, _Renderer, _union
 
 # PatchCamelyon: Camelyon16 scanned at 40x (0.243 µm/px) downsampled to a nominal 10x, 0.972 µm/px
 # (Veeling et al. 2018; Ehteshami Bejnordi et al., JAMA 2017).
@@ -105,7 +105,7 @@ def load_patch_bank(root: str, split: str, mpp: float = PCAM_MPP) -> PatchBank:
     CSV): class 0 (folder `0`, or the first of two named classes in sorted order, e.g. `normal`) is normal
     tissue, class 1 tumour. `mpp`: µm/px of the patches (PCam 0.97). ConfigError (one line, with the fix) for a
     missing folder, an implausible mpp, a split that is not there, or labels other than 0 and 1."""
-    from .encoders.patches import read_patch_set
+    from ..encoders.patches import read_patch_set
 
     try:
         data = read_patch_set(root, mpp)
@@ -200,7 +200,7 @@ class MosaicRenderer(_Renderer):
     def truth(self) -> SyntheticTruth:
         """The cell-quantized truth: tumour = the cells carrying label-1 patches (polygons with holes, exact
         cell edges clipped to the slide), areas from the cells' pixel areas inside the slide."""
-        from .annotations import mask_to_annotations
+        from ..io.annotations import mask_to_annotations
 
         spec, c = self.spec, self.cell
         ny, nx = self.cells.shape
@@ -241,7 +241,7 @@ def synthesize_split_cohorts(out_dir: str, texture_from: str, n: dict[str, int],
     are those of `synthesize_archive` (`texture_split` included) without `fold`, plus `split`. `kwargs` go to
     synthesize_archive (tumours, tumour_radius_um, tumour_rate). Returns the joined cohort's path; ConfigError
     as synthesize_archive's, or for an unknown role."""
-    from .synthetic import synthesize_archive
+    from .slides import synthesize_archive
 
     splits = splits or ROLE_SPLITS
     unknown = sorted(set(n) - set(splits))

@@ -24,10 +24,10 @@ from scipy import ndimage
 from skimage.filters import threshold_otsu
 from skimage.morphology import remove_small_holes, remove_small_objects
 
-from .errors import ConfigError, SlideError
+from ..errors import ConfigError, SlideError
 
 if TYPE_CHECKING:
-    from .slides import Slide
+    from ..io.slides import Slide
 
 
 # Fraction of near-black thumbnail pixels above which a slide is taken for fluorescence / dark-field.

@@ -19,8 +19,8 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from .annotations import Annotation
-    from .synthetic_texture import PatchBank
+    from ..io.annotations import Annotation
+    from .texture import PatchBank
 
 TEXTURE = 1024  # level-0 texture period in pixels
 MASK_MPP = 8.0  # resolution of the PNG ground-truth masks
@@ -86,7 +86,7 @@ class SyntheticTruth:
     """Ground truth of a synthetic slide.
 
     Procedural slides: the tumour is the union of `tumours` (smooth polygons). Patch-mosaic slides
-    (`synthetic_texture`): the tumour is cell-quantized, `cells[i, j]` (0 glass, 1 normal patch, 2 tumour patch)
+    (`synth.texture`): the tumour is cell-quantized, `cells[i, j]` (0 glass, 1 normal patch, 2 tumour patch)
     on a lattice of `cell_px` level-0 px, and polygons, masks and areas all follow the cells, never the smooth
     lesion they were drawn from (a patch's label holds for the whole cell it fills, nothing finer).
     """
@@ -125,7 +125,7 @@ class SyntheticTruth:
 
     def tumour_annotations(self) -> list[Annotation]:
         """The tumour as `annotations.Annotation`s (level-0 px, label "Tumor"), holes included."""
-        from .annotations import Annotation
+        from ..io.annotations import Annotation
 
         holes = self.tumour_holes or [[] for _ in self.tumour_polygons]
         return [Annotation(p, list(h), "Tumor") for p, h in zip(self.tumour_polygons, holes)]
@@ -293,7 +293,7 @@ def write_synthetic_slide(path: str, spec: SyntheticSpec = SyntheticSpec(),
     """Write a pyramidal tiled BigTIFF (pyramid in SubIFDs, mpp in the resolution tags) and return its truth.
 
     Procedural tissue in JPEG tiles (quality `spec.quality`) by default. With `texture` (a `PatchBank` from
-    `synthetic_texture.load_patch_bank`), tissue is a mosaic of its real patches (`synthetic_texture`), written
+    `texture.load_patch_bank`), tissue is a mosaic of its real patches (`synth.texture`), written
     lossless (Deflate + horizontal predictor) so level 0 holds the patches' decoded pixels exactly; `spec.mpp`
     must then equal `texture.mpp` (ConfigError otherwise: level 0 is never resampled).
     """
@@ -303,7 +303,7 @@ def write_synthetic_slide(path: str, spec: SyntheticSpec = SyntheticSpec(),
         render = _Renderer(spec)
         codec: dict = {"compression": "jpeg", "compressionargs": {"level": spec.quality}}
     else:
-        from .synthetic_texture import MosaicRenderer
+        from .texture import MosaicRenderer
 
         render = MosaicRenderer(spec, texture)
         # Lossless: a second JPEG generation over the patches' own JPEG artefacts would change every pixel,
@@ -341,15 +341,15 @@ def synthesize_archive(out_dir: str, n: int, size: int = 4096, seed: int = 0, mp
 
     A tumour slide has between tumours[0] and tumours[1] tumours of radius `tumour_radius_um` (µm, before the
     boundary harmonics). Procedural tissue at `mpp` (default 0.5 µm/px) by default; with `texture_from` (a
-    patch folder, `synthetic_texture.load_patch_bank`) and `split`, tissue is tiled from that split's real
+    patch folder, `texture.load_patch_bank`) and `split`, tissue is tiled from that split's real
     patches at their own `patch_mpp` (default PCam's 0.97; `mpp`, when given, must equal it), cohort.csv gains
     a `texture_split` column and `texture.json` records how often patches repeat. ConfigError (nothing
     written) for a missing split, a split without the patch classes needed, or an mpp that disagrees.
     """
     from tqdm import tqdm
 
-    from .annotations import write_geojson
-    from .errors import ConfigError
+    from ..errors import ConfigError
+    from ..io.annotations import write_geojson
 
     bank = None
     if texture_from is None:
@@ -358,7 +358,7 @@ def synthesize_archive(out_dir: str, n: int, size: int = 4096, seed: int = 0, mp
                               "only means something with --texture-from PATCH_ROOT")
         mpp = 0.5 if mpp is None else mpp
     else:
-        from .synthetic_texture import PCAM_MPP, load_patch_bank
+        from .texture import PCAM_MPP, load_patch_bank
 
         if not split:
             raise ConfigError("--split", "required with --texture-from: the patch split the slides are tiled from "

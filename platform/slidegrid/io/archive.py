@@ -21,7 +21,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .storage import describe_storage_error, filesystem, is_remote, normalize_uri
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import SlidegridError
+from ..errors import SlidegridError
 from .storage import atomic_write, filesystem, join
 
 META_KEY = b"slidegrid"

@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from ..errors import ConfigError, SlideError
+from ...errors import ConfigError, SlideError
 from ..storage import describe_storage_error, filesystem, is_remote
 from .base import PixelSize, Reader
 

@@ -12,7 +12,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Keys whose values must never appear in an error message, a log line or MLflow params.
 _SECRET_KEYS = ("key", "secret", "token", "password", "credential")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import SlideError
+from ...errors import SlideError
 from ..storage import describe_storage_error, filesystem
 
 DEFAULT_CACHE_GB = 50.0

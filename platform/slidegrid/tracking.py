@@ -8,11 +8,11 @@ from collections.abc import Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
-from ..storage import is_remote, redact
+from .io.storage import is_remote, redact
 
 if TYPE_CHECKING:
-    from ..encode import EncodeConfig
-    from ..manifest import SlideResult
+    from .encode import EncodeConfig
+    from .io.manifest import SlideResult
 
 log = logging.getLogger(__name__)
 DEFAULT_DIRNAME = "mlflow"
@@ -76,8 +76,7 @@ def log_encode_run(config: EncodeConfig, results: list[SlideResult], tiles: int,
 
     import mlflow
 
-    from ..encode import summarize
-    from ..manifest import read_manifest
+    from .io.manifest import read_manifest, summarize
 
     uri = resolve_tracking_uri(config.tracking_uri, config.out)
     use_experiment("slidegrid-encode", uri)
@@ -112,3 +111,22 @@ def log_registered_model(model: Any, name: str, signature: Any = None) -> str:
                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "slidegrid"])
     version = getattr(info, "registered_model_version", None)
     return f"models:/{name}/{version}" if version else info.model_uri
+
+
+def log_analysis_run(experiment: str, run_name: str, out: str, tracking_uri: str | None,
+                     params: Mapping[str, Any], metrics: Mapping[str, float], tables: Mapping[str, str]
+                     ) -> tuple[str, str]:
+    """One MLflow run: params, metrics and the tables as artifacts; returns (run id, tracking URI).
+
+    The store is --tracking-uri, else MLFLOW_TRACKING_URI, else SQLite under `out` (resolve_tracking_uri).
+    """
+    import mlflow
+
+    uri = resolve_tracking_uri(tracking_uri, out)
+    use_experiment(experiment, uri)
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params(safe_params(params))
+        mlflow.log_metrics(dict(metrics))
+        for name, text in tables.items():
+            mlflow.log_text(text, name)
+    return run.info.run_id, uri

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .tissue import TissueMask
 
 if TYPE_CHECKING:
-    from .slides import Slide
+    from ..io.slides import Slide
 
 # Float slack when testing that a tile ends inside the slide (level-0 px).
 _EPS = 1e-6
