@@ -148,9 +148,11 @@ class _NoWatchdog:
 
 
 def _child_before(spec: dict) -> dict:
+    # Commit 1a76780's module paths (before the io/ package), on purpose.
+    from slidegrid.archive import SlideRecord
+    from slidegrid.manifest import ManifestWriter
+
     from slidegrid import encode as enc
-    from slidegrid.io.archive import SlideRecord
-    from slidegrid.io.manifest import ManifestWriter
     from slidegrid.placement import ClusterShape
 
     tree = Path(spec["tree"]).resolve()
