@@ -28,9 +28,9 @@ SETTINGS = {
 
 def train_row(root: str, method: str, workers: int, s: dict) -> tuple[dict, str]:
     """Train one encoder; its last epoch's throughput and loss, and the encoder file."""
-    from slidegrid.train.encoder_config import EncoderTrainConfig
-    from slidegrid.train.encoder_fit import fit_encoder
-    from slidegrid.train.fit import plan_training
+    from slidegrid.train.encoder.config import EncoderTrainConfig
+    from slidegrid.train.encoder.fit import fit_encoder
+    from slidegrid.train.runner import plan_training
 
     cfg = EncoderTrainConfig(input=os.path.join(root, "train", "cohort.csv"),
                              out=os.path.join(root, f"{method}-{workers}"), method=method,

@@ -61,8 +61,8 @@ def _fmt(r: dict, k: str) -> str:
 
 def train_encoders(root: str, out: str, s: dict, methods: list[str]) -> dict[str, dict]:
     """fit_encoder per method on train/ (validation valid/); encoder file, epochs, best epoch, seconds."""
-    from slidegrid.train.encoder_config import EncoderTrainConfig
-    from slidegrid.train.encoder_fit import fit_encoder
+    from slidegrid.train.encoder.config import EncoderTrainConfig
+    from slidegrid.train.encoder.fit import fit_encoder
 
     trained = {}
     for m in methods:
@@ -259,8 +259,8 @@ def slide_table(root: str, out: str, s: dict, encoder: str, weights: str, attent
                 ) -> tuple[list[str], list[str]]:
     """Table (b) as markdown lines, and the tissue check's lines."""
     from slidegrid.encode import EncodeConfig, run_encode
-    from slidegrid.train.config import build_train_config
-    from slidegrid.train.fit import fit
+    from slidegrid.train.aggregator.config import build_train_config
+    from slidegrid.train.aggregator.fit import fit
 
     t0 = time.perf_counter()
     cohort, texture = build_cohort(root, out, s)

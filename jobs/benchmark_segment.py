@@ -27,8 +27,8 @@ def _ensemble(path: str, quick: bool, patch: int, mpp: float) -> None:
 
     from slidegrid.models import build_model
     from slidegrid.models.seg_ensemble import save_ensemble
-    from slidegrid.seg_patches import IMAGENET_MEAN, IMAGENET_STD
-    from slidegrid.train.seg_config import PAPER_ENSEMBLE, TINY_SMP
+    from slidegrid.train.segmentation.config import PAPER_ENSEMBLE, TINY_SMP
+    from slidegrid.train.segmentation.data import IMAGENET_MEAN, IMAGENET_STD
 
     torch.manual_seed(0)
     names = ["unet-densenet121"] * 3 if quick else list(PAPER_ENSEMBLE)

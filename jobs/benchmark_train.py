@@ -57,8 +57,8 @@ def _write_random_grids(root: str, n: int, side: int, c: int) -> str:
 
 def throughput_row(root: str, model: str, workers: int) -> dict:
     """Train 2 epochs with Ray Train; grids/s from the workers' epoch timings."""
-    from slidegrid.train.config import build_train_config
-    from slidegrid.train.fit import fit
+    from slidegrid.train.aggregator.config import build_train_config
+    from slidegrid.train.aggregator.fit import fit
 
     task = "segmentation" if model.startswith("ran-") else "classification"
     cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": os.path.join(root, "cohort.csv"),
@@ -76,8 +76,8 @@ def cadence_row(root: str, report_every: int, epochs: int, poll_s: str) -> dict:
     """Wall seconds of `fit` (Ray start to the selected checkpoint) and the workers' summed epoch seconds, with
     Ray Train's controller polling every `poll_s` seconds (set before this process starts Ray)."""
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = poll_s
-    from slidegrid.train.config import build_train_config
-    from slidegrid.train.fit import fit
+    from slidegrid.train.aggregator.config import build_train_config
+    from slidegrid.train.aggregator.fit import fit
 
     cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": os.path.join(root, "cohort.csv"),
                               "out": tempfile.mkdtemp(), "model": "attention", "recipe": "none", "epochs": epochs,
@@ -152,9 +152,9 @@ def held_out_row(model_name: str, cfg, result, seconds: float, radius: dict[str,
     import torch
 
     from slidegrid import metrics
-    from slidegrid.train.grid_data import GridCache, load_examples
-    from slidegrid.train.inference import predict_grid
-    from slidegrid.train.registry import load_checkpoint_model
+    from slidegrid.train.aggregator.data import GridCache, load_examples
+    from slidegrid.train.aggregator.inference import predict_grid
+    from slidegrid.train.aggregator.registry import load_checkpoint_model
 
     split = load_examples(cfg.grids, cfg.cohort, cfg.task).split(cfg.val_fold, cfg.test_fold)
     test = split.test
@@ -192,8 +192,8 @@ def results(n: int, models: list[str], epochs: int | None) -> list[dict]:
     bootstrap CIs, and test AUC of each lesion-size tercile against all test normals (NIC Fig. 6/8)."""
     import pandas as pd
 
-    from slidegrid.train.config import build_train_config
-    from slidegrid.train.fit import fit
+    from slidegrid.train.aggregator.config import build_train_config
+    from slidegrid.train.aggregator.fit import fit
 
     root = tempfile.mkdtemp()
     cohort = _synthetic_cohort(root, n)

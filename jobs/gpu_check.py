@@ -10,7 +10,7 @@ Rows:
               GPU), batches of encode.AUTO_BATCH tiles; tiles/s, GPU busy % (`nvidia-smi`, sampled in a
               background thread), peak GPU memory;
   encode      the same ViT-L with torch.compile (`--compile`), in a child process bounded by the time left;
-  aggregate   two training steps of the attention aggregator built as train/loop.py builds it;
+  aggregate   two training steps of the attention aggregator built as train/aggregator/loop.py builds it;
   segment     a forward pass of a tiny DigiPathAI member (U-Net, ResNet-18 encoder, segmentation-models-pytorch)
               and of a tiny MRN (plain torch).
 A final row checks that no Ray, MLflow, tiffslide or imagecodecs module was imported.
@@ -224,12 +224,12 @@ def encode_row(label: str, encoder: str, args: argparse.Namespace, compile_: boo
 
 
 def aggregate_row(args: argparse.Namespace) -> dict:
-    """Two optimizer steps of the attention aggregator (train/loop.build and its loss) on a random grid."""
+    """Two optimizer steps of the attention aggregator (train/aggregator/loop.build and its loss) on a random grid."""
     import torch
 
-    from slidegrid.train.config import TrainConfig
-    from slidegrid.train.grid_data import CohortExamples
-    from slidegrid.train.loop import _loss, build
+    from slidegrid.train.aggregator.config import TrainConfig
+    from slidegrid.train.aggregator.data import CohortExamples
+    from slidegrid.train.aggregator.loop import _loss, build
 
     dev = args.device
     dim, side = (32, 16) if args.tiny else (1024, 128)  # UNI's 1024-d embeddings, a 128 x 128-tile slide
@@ -255,7 +255,7 @@ def aggregate_row(args: argparse.Namespace) -> dict:
     moved = any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     if not (np.isfinite(losses).all() and moved):
         raise RuntimeError(f"losses {losses}, parameters updated: {moved}")
-    result = row("aggregate", "attention (train/loop.build)", f"fp32, grid {dim} x {side} x {side}", "1 slide",
+    result = row("aggregate", "attention (train/aggregator/loop.build)", f"fp32, grid {dim} x {side} x {side}", "1 slide",
                  f"{secs / 2 * 1000:.0f} ms/step", "-", _peak_gb(dev),
                  f"ok (2 steps, loss {losses[0]:.3f} -> {losses[1]:.3f})")
     del model, opt, x

@@ -164,9 +164,9 @@ def test_nic_training_gets_the_transforms_and_its_model_carries_the_crop(encoded
     """The trainer's grid cache hands NIC the encoded transforms, and build() stores --crop in the model (so
     `predict` on a registered model crops as in training)."""
     from slidegrid.models.nic_cnn import trained_crop
-    from slidegrid.train.config import build_train_config
-    from slidegrid.train.grid_data import CohortExamples, GridCache
-    from slidegrid.train.loop import build
+    from slidegrid.train.aggregator.config import build_train_config
+    from slidegrid.train.aggregator.data import CohortExamples, GridCache
+    from slidegrid.train.aggregator.loop import build
 
     out, _, plain, _ = encoded
     grid = GridCache().get(grid_uri(str(out), "s"))[2]

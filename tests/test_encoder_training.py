@@ -24,10 +24,10 @@ from slidegrid.io.annotations import rasterize, read_annotations
 from slidegrid.io.archive import read_cohort
 from slidegrid.io.grids import grid_uri, read_grid
 from slidegrid.synth.slides import synthesize_archive
-from slidegrid.train.encoder_config import EncoderTrainConfig
-from slidegrid.train.encoder_fit import fit_encoder
-from slidegrid.train.encoder_loop import method_for, to_tensors
-from slidegrid.train.tile_data import plan_archive, read_batch, sample_pairs, sample_rows, to_columns
+from slidegrid.train.encoder.config import EncoderTrainConfig
+from slidegrid.train.encoder.data import plan_archive, read_batch, sample_pairs, sample_rows, to_columns
+from slidegrid.train.encoder.fit import fit_encoder
+from slidegrid.train.encoder.loop import method_for, to_tensors
 
 TILE, MPP, BATCH = 32, 1.0, 32
 # The pair task is hard by design (75% of *different* pairs are neighbouring tiles): it learns slowest.

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("geometry", "runtime", "placement"),  # tissue and tiles; where Ray runs and what runs where
     ("encoders", "stitching", "viz", "preview"),  # tile encoders; slide-scale inference mechanics; pictures
     ("models", "synth", "stream", "tracking"),  # aggregators and segmenters; synthetic slides; the slide stream; MLflow
-    ("train", "seg_patches"),  # the trainers and their data
+    ("train",),  # the trainers: aggregator/, encoder/, segmentation/ and their shared runner
     ("encode", "segment", "predict", "probe_patches", "analysis"),  # the jobs
     ("demo", "cli"),  # what people run
 ]

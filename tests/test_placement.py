@@ -151,7 +151,7 @@ def _never_runs(config):  # a Train loop whose workers never get a CPU
 def test_train_run_that_cannot_start_fails_with_one_line(ray_local, tmp_path, monkeypatch):
     import ray
 
-    from slidegrid.train.fit import run_trainer
+    from slidegrid.train.runner import run_trainer
 
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "5")
     plan = plan_runs(ClusterShape.current(), reads=False, start_timeout_s=10)

@@ -22,9 +22,9 @@ from slidegrid.encoders.nets import to_input
 from slidegrid.encoders.patches import decode_patches
 from slidegrid.encoders.probe import linear_probe_scores
 from slidegrid.errors import ConfigError
-from slidegrid.train.encoder_config import EncoderTrainConfig
-from slidegrid.train.encoder_loop import method_for, to_tensors
-from slidegrid.train.tile_data import plan_patches, random_crop, read_batch, sample_rows, to_columns
+from slidegrid.train.encoder.config import EncoderTrainConfig
+from slidegrid.train.encoder.data import plan_patches, random_crop, read_batch, sample_rows, to_columns
+from slidegrid.train.encoder.loop import method_for, to_tensors
 
 PCAM = SHARED_DATA / "realworld" / "patches" / "pcam"
 SIDE = 32

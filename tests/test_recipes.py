@@ -8,9 +8,9 @@ import logging
 import numpy as np
 import pytest
 
-from slidegrid.train.config import TrainConfig, build_train_config
-from slidegrid.train.grid_augment import SLIDE_TRANSFORMS, paper_augment, pool_2x2, transform_grid
-from slidegrid.train.recipes import check_grid, recipe_for, steps_per_epoch
+from slidegrid.train.aggregator.augment import SLIDE_TRANSFORMS, paper_augment, pool_2x2, transform_grid
+from slidegrid.train.aggregator.config import TrainConfig, build_train_config
+from slidegrid.train.aggregator.recipes import check_grid, recipe_for, steps_per_epoch
 
 BASE = {"grids": "g", "cohort": "c", "out": "o"}
 

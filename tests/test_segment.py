@@ -15,10 +15,10 @@ from slidegrid.cli import main
 from slidegrid.errors import ConfigError
 from slidegrid.models import build_model
 from slidegrid.models.seg_ensemble import SegmentationEnsemble, load_ensemble, save_ensemble
-from slidegrid.seg_patches import ColourJitter, PatchSpec, augment, patch_items, read_patches
 from slidegrid.segment import SegmentActor, SegmentConfig, SlideStitcher, resolve_geometry
 from slidegrid.stitching import ensemble_predict
-from slidegrid.train.seg_config import TINY_SMP, SegTrainConfig
+from slidegrid.train.segmentation.config import TINY_SMP, SegTrainConfig
+from slidegrid.train.segmentation.data import ColourJitter, PatchSpec, augment, patch_items, read_patches
 
 SPEC = {"mpps": [2.0], "patch_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3, "names": ["unet-densenet121"]}
 

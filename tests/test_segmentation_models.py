@@ -22,7 +22,7 @@ from slidegrid.models.segmentation import (
     find_encoder_weights,
     set_encoder_trainable,
 )
-from slidegrid.train.seg_config import TINY_SMP
+from slidegrid.train.segmentation.config import TINY_SMP
 
 TINY = {"encoder": "resnet18", "encoder_depth": 3}
 
@@ -299,9 +299,9 @@ def test_weights_that_do_not_fit_the_encoder_are_refused(tmp_path, no_network):
 
 
 def test_missing_weights_mean_one_warning_and_random_init(tmp_path, no_network, caplog):
-    from slidegrid.train.seg_config import SegTrainConfig
-    from slidegrid.train.seg_fit import plan_encoder_weights
-    from slidegrid.train.seg_loop import build_member
+    from slidegrid.train.segmentation.config import SegTrainConfig
+    from slidegrid.train.segmentation.fit import plan_encoder_weights
+    from slidegrid.train.segmentation.loop import build_member
 
     cfg = SegTrainConfig(cohort=str(tmp_path / "c.csv"), out=str(tmp_path / "o"), tiny=True,
                          members=("unet-densenet121", "deeplabv3plus-xception"))

@@ -20,8 +20,8 @@ from slidegrid.cli import main
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.io.annotations import Annotation, write_geojson
 from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
-from slidegrid.train.config import build_train_config
-from slidegrid.train.fit import fit
+from slidegrid.train.aggregator.config import build_train_config
+from slidegrid.train.aggregator.fit import fit
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +136,7 @@ def test_regression_and_segmentation_learn_what_the_data_says(cohort, tmp_path):
     (report_every = epochs): these epochs take milliseconds, a report up to 2 s.
     """
     from slidegrid.io.grids import grid_uri, read_grid
-    from slidegrid.train.grid_data import cell_labels
+    from slidegrid.train.aggregator.data import cell_labels
 
     known = grids_with_a_known_target(tmp_path)
     reg = fit(_cfg(tmp_path, tmp_path / "g", grids=str(tmp_path / "grids"), cohort=known, val_fold=None,
@@ -202,7 +202,7 @@ def test_config_errors_name_the_option(tmp_path):
 
 
 def test_shipped_sweep_space_is_valid_and_applies_to_a_config():
-    from slidegrid.train.sweep import apply_trial, load_space
+    from slidegrid.train.aggregator.sweep import apply_trial, load_space
 
     space = load_space(os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "attention-sweep.yaml"))
     assert space.metric == "val_loss" and "model_kwargs.maps" in space.params
@@ -227,7 +227,7 @@ def test_cross_validation_runs_one_model_per_fold(cohort, tmp_path, capsys):
 
 def test_split_keeps_test_slides_apart(cohort):
     from slidegrid.errors import ConfigError
-    from slidegrid.train.grid_data import load_examples
+    from slidegrid.train.aggregator.data import load_examples
 
     data = load_examples(str(cohort / "grids"), str(cohort / "cohort.csv"), "classification")
     sp = data.split(test_fold=3)

@@ -1,4 +1,4 @@
-"""Ray Train reports every `report_every` epochs (train/loop.py): which epochs checkpoint, the epoch lines, resume
+"""Ray Train reports every `report_every` epochs (train/aggregator/loop.py): which epochs checkpoint, the epoch lines, resume
 from the last checkpoint, and where Ray's logs go (runtime.py)."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 from _grids import grids_with_a_known_target
 from slidegrid.errors import ConfigError
 from slidegrid.runtime import ray_log_path
+from slidegrid.train.aggregator.config import build_train_config
+from slidegrid.train.aggregator.fit import train_with_ray
 from slidegrid.train.checkpoints import epoch_line, read_state
-from slidegrid.train.config import build_train_config
-from slidegrid.train.fit import train_with_ray
 
 
 def _state(result) -> dict:

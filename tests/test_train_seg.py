@@ -14,7 +14,7 @@ import timm
 from safetensors.torch import save_file
 
 from slidegrid.cli import main
-from slidegrid.train.seg_config import TINY_SMP
+from slidegrid.train.segmentation.config import TINY_SMP
 
 EPOCHS = 4
 # Held-out Dice of the MRN test's two slides, measured: 0.957 / 0.965 and 0.963 / 0.952 (two runs; 0.955 / 0.936
@@ -201,7 +201,7 @@ def test_mrn_recipe_learns_lesions_on_slides_it_never_saw(ray_local, tmp_path):
 # -- the papers' recipes (no Ray) ---------------------------------------------------------------------------------
 
 def test_each_member_trains_with_its_papers_recipe():
-    from slidegrid.train.seg_config import SEG_RECIPES, SegTrainConfig
+    from slidegrid.train.segmentation.config import SEG_RECIPES, SegTrainConfig
 
     # DigiPathAI "Loss function": the hybrid loss (Eq. 3) with Adam; "Training": the DenseNet-121 and
     # Inception-ResNet-V2 encoders frozen for the first two epochs, DeepLabV3+ trained end to end; "Inference
@@ -233,7 +233,7 @@ def test_each_member_trains_with_its_papers_recipe():
 
 
 def test_only_pretrained_encoders_are_frozen():
-    from slidegrid.train.seg_config import SegTrainConfig
+    from slidegrid.train.segmentation.config import SegTrainConfig
 
     cfg = SegTrainConfig(cohort="c", out="o")
     assert [cfg.freeze_epochs_for(m, True) for m in cfg.member_names] == [2, 2, 0]  # DigiPathAI "Training"
@@ -245,7 +245,7 @@ def test_only_pretrained_encoders_are_frozen():
 
 def test_encoder_weights_flag_names_files_per_member(tmp_path, capsys):
     from slidegrid.errors import ConfigError
-    from slidegrid.train.seg_config import SegTrainConfig
+    from slidegrid.train.segmentation.config import SegTrainConfig
 
     cfg = SegTrainConfig(cohort="c", out="o", encoder_weights="unet-densenet121=/w/d.pth,deeplabv3plus-xception=random")
     assert [cfg.encoder_request(m) for m in cfg.member_names] == ["/w/d.pth", "auto", "random"]
@@ -271,8 +271,8 @@ def test_mrn_loss_is_binary_cross_entropy_and_l2_the_papers_penalty():
 
     from slidegrid.losses import HybridLoss
     from slidegrid.models import build_model
-    from slidegrid.train.seg_config import SEG_RECIPES
-    from slidegrid.train.seg_loop import member_loss, param_groups, tumour_bce
+    from slidegrid.train.segmentation.config import SEG_RECIPES
+    from slidegrid.train.segmentation.loop import member_loss, param_groups, tumour_bce
 
     torch.manual_seed(0)
     logits, target = torch.randn(2, 2, 8, 8), torch.randint(0, 2, (2, 8, 8))

@@ -475,7 +475,7 @@ def add_train_arguments(p: argparse.ArgumentParser, concurrent: bool = False) ->
 
 
 def _train_config(args: argparse.Namespace):
-    from .train.config import build_train_config
+    from .train.aggregator.config import build_train_config
 
     overrides = {k: getattr(args, k) for k in ("grids", "cohort", "out", "model", "task", "recipe", "epochs",
                                                "lr", "batch_size", "val_fold", "test_fold", "workers", "gpus_per_worker",
@@ -488,7 +488,7 @@ def _train_config(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .train.fit import cross_validate, fit
+    from .train.aggregator.fit import cross_validate, fit
 
     cfg = _train_config(args)
     if args.cv:
@@ -532,7 +532,7 @@ def _register_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _tune(args: argparse.Namespace) -> int:
-    from .train.sweep import load_space, tune_sweep
+    from .train.aggregator.sweep import load_space, tune_sweep
 
     summary = tune_sweep(_train_config(args), load_space(args.space), args.trials, args.max_concurrent,
                          args.grace_epochs)
@@ -584,8 +584,8 @@ def _register_predict(sub: argparse._SubParsersAction) -> None:
 # -- train-encoder ------------------------------------------------------------------------------
 
 def _train_encoder(args: argparse.Namespace) -> int:
-    from .train.encoder_config import EncoderTrainConfig
-    from .train.encoder_fit import fit_encoder
+    from .train.encoder.config import EncoderTrainConfig
+    from .train.encoder.fit import fit_encoder
 
     cfg = EncoderTrainConfig(
         input=args.input, out=args.out, method=args.method, code_size=args.code_size, tile_size=args.tile_size,
@@ -665,8 +665,8 @@ def _register_train_encoder(sub: argparse._SubParsersAction) -> None:
 # -- train-seg / segment ------------------------------------------------------------------------
 
 def _train_seg(args: argparse.Namespace) -> int:
-    from .train.seg_config import SegTrainConfig
-    from .train.seg_fit import summary, train_segmentation
+    from .train.segmentation.config import SegTrainConfig
+    from .train.segmentation.fit import summary, train_segmentation
 
     values = _given(args, "cohort", "out", "model", "epochs", "loss", "lr", "l2", "lr_step", "lr_gamma",
                     "freeze_epochs", "patience", "batch_size", "patch_size", "mpp", "patches_per_slide",
@@ -690,7 +690,7 @@ def _train_seg(args: argparse.Namespace) -> int:
 
 
 def _register_train_seg(sub: argparse._SubParsersAction) -> None:
-    from .train.seg_config import LOSSES, SEG_MODELS, TINY_PATCH, recipe_defaults
+    from .train.segmentation.config import LOSSES, SEG_MODELS, TINY_PATCH, recipe_defaults
 
     p = sub.add_parser("train-seg", help="train tumour segmentation members / an ensemble on annotated slides",
                        description="Patches streamed from slides + annotations (Ray Data), one Ray Train run per "

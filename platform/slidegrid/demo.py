@@ -58,8 +58,8 @@ def run_demo(cfg: DemoConfig) -> dict:
     from .encode import EncodeConfig, run_encode
     from .io.manifest import summarize
     from .synth.slides import synthesize_archive
-    from .train.config import build_train_config
-    from .train.fit import fit
+    from .train.aggregator.config import build_train_config
+    from .train.aggregator.fit import fit
 
     out = os.path.abspath(cfg.out)
     print(f"[1/5] synthesizing {cfg.slides} slides of {cfg.size}x{cfg.size} px in {out}/archive"

@@ -12,7 +12,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .io.storage import filesystem, join
-from .train.inference import write_heatmaps
+from .train.aggregator.inference import write_heatmaps
 
 
 def load_model(model_uri: str):
@@ -71,8 +71,8 @@ def predict(grids: str, model_uri: str, out_dir: str, tracking_uri: str | None =
     import torch
 
     from .io.grids import MANIFEST_NAME
-    from .train.grid_data import GridCache
-    from .train.inference import predict_grid
+    from .train.aggregator.data import GridCache
+    from .train.aggregator.inference import predict_grid
 
     if tracking_uri:
         mlflow.set_tracking_uri(tracking_uri)

@@ -215,8 +215,8 @@ class SegmentActor:
         """Replace `image` by `maps` (B, 3, T/f, T/f): probability, aleatoric and epistemic variance."""
         import torch
 
-        from .seg_patches import normalize
         from .stitching import ensemble_predict
+        from .train.segmentation.data import normalize
 
         images = batch.pop("image")
         spec = self.ensemble.spec

@@ -8,7 +8,7 @@ Pairs on slides follow NIC: *same* = one location under two strong augmentations
 non-overlapping tile (75%) or a tile of another slide. Patch sets (PatchCamelyon) carry no slide or position,
 so there are no adjacent tiles: *same* = two random crops (2/3 to all of the side, resized back) of one patch,
 each under its own strong augmentation (§2.2), *different* = crops of two different patches
-(train/tile_data.py).
+(train/encoder/data.py).
 """
 
 from __future__ import annotations

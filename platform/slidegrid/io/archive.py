@@ -58,7 +58,7 @@ class SlideRecord:
     patient_id: str | None = None
     node: str | None = None
     mpp: float | None = None
-    split: str | None = None  # train | val | test: a fixed split for training (train/grid_data.py)
+    split: str | None = None  # train | val | test: a fixed split for training (train/aggregator/data.py)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

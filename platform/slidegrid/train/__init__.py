@@ -1,1 +1,2 @@
-"""Training, sweeps and tracking: Ray Train loops, Ray Tune, MLflow."""
+"""Training: one folder per trainer (aggregator/, encoder/, segmentation/, each config, data, loop, fit), the shared
+Ray Train runner (runner), checkpoints and Tune trials."""

@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..io.grids import Grid
+    from ...io.grids import Grid
     from .config import TrainConfig
-    from .grid_data import CohortExamples, Example, GridCache
+    from .data import CohortExamples, Example, GridCache
 
 
 def n_outputs(cfg: TrainConfig, data: CohortExamples) -> int:
@@ -36,11 +36,11 @@ def _pad(items: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np
 def slide_batch(cfg: TrainConfig, examples: Sequence[Example], cache: GridCache, rng: np.random.Generator):
     """(x, mask, target) tensors for slide-level tasks; for nic-cnn one NIC §3.2 crop per slide under a random
     element of D4 (models/nic_cnn.training_crop: the grid's encoded transforms when it has them), the
-    attention paper's slide augmentation (train/grid_augment.py) where `cfg.augment`."""
+    attention paper's slide augmentation (train/aggregator/augment.py) where `cfg.augment`."""
     import torch
 
-    from ..models.nic_cnn import training_crop
-    from .grid_augment import paper_augment
+    from ...models.nic_cnn import training_crop
+    from .augment import paper_augment
 
     items = []
     for e in examples:
@@ -98,7 +98,7 @@ def predict_grid(model, cfg_model: str, dense: np.ndarray, mask: np.ndarray, dev
     """
     import torch
 
-    from ..models.nic_cnn import predict_tta
+    from ...models.nic_cnn import predict_tta
 
     model.eval()
     with torch.no_grad():
@@ -121,8 +121,8 @@ def evaluate(model, cfg: TrainConfig, examples: Sequence[Example], cache: GridCa
     import torch
     import torch.nn.functional as F
 
-    from .. import metrics
-    from .grid_data import cell_labels
+    from ... import metrics
+    from .data import cell_labels
 
     losses, scores, truths, counts, dices = [], [], [], [], []
     for e in examples:
@@ -178,7 +178,7 @@ def heatmap(model, model_name: str, dense: np.ndarray, mask: np.ndarray) -> np.n
     """(H, W) map in [0, 1]: the attention map (attention model) or Grad-CAM of the positive class (NIC §3.3)."""
     import torch
 
-    from ..models.nic_cnn import gradcam
+    from ...models.nic_cnn import gradcam
 
     x = torch.from_numpy(dense[None])
     m = torch.from_numpy(mask[None])
@@ -196,8 +196,8 @@ def heatmap(model, model_name: str, dense: np.ndarray, mask: np.ndarray) -> np.n
 def write_heatmaps(model, model_name: str, grid_uris: Sequence[str], cache, out_dir: str,
                    storage_options: Mapping[str, Any] | None = None) -> list[str]:
     """One PNG per grid: the heatmap over the slide thumbnail (falls back to the bare map without the slide)."""
-    from ..io.slides import open_slide
-    from ..viz import heatmap_overlay, save_png
+    from ...io.slides import open_slide
+    from ...viz import heatmap_overlay, save_png
 
     written = []
     for uri in grid_uris:

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..io.archive import SlideRecord, read_cohort
-from ..io.grids import Grid, grid_uri, read_grid, read_grid_meta
+from ...errors import ConfigError
+from ...io.archive import SlideRecord, read_cohort
+from ...io.grids import Grid, grid_uri, read_grid, read_grid_meta
 
 TASKS = ("classification", "regression", "segmentation")
 # Values of a cohort's `split` column.
@@ -134,7 +134,7 @@ def _example(r: SlideRecord, grids: str, task: str, classes: Sequence[str]) -> E
 
 def cell_labels(grid: Grid, annotation: str | None, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:
     """(H, W) int64 per-cell labels: 1 where the cell's centre lies in an annotated region, 0 elsewhere."""
-    from ..io.annotations import rasterize, read_annotations
+    from ...io.annotations import rasterize, read_annotations
 
     h, w = grid.shape
     if not annotation:

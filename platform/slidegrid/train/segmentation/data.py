@@ -20,10 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .errors import ConfigError, SlidegridError
-from .geometry.tiling import perturb, read_concentric, sample_patches
-from .geometry.tissue import tissue_mask
-from .io.annotations import Annotation, rasterize, read_annotations
+from ...errors import ConfigError, SlidegridError
+from ...geometry.tiling import perturb, read_concentric, sample_patches
+from ...geometry.tissue import tissue_mask
+from ...io.annotations import Annotation, rasterize, read_annotations
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -116,7 +116,7 @@ def window_mask(annotations: Sequence[Annotation], x: int, y: int, size: int, sl
 @lru_cache(maxsize=8)
 def _slide_context(uri: str, annotation: str, options_json: str, mpp_override: float | None, label_mpp: float):
     """Per worker process: the open slide, its tissue mask, its polygons and their mask at `label_mpp`."""
-    from .io.slides import open_slide
+    from ...io.slides import open_slide
 
     opts = json.loads(options_json)
     slide = open_slide(uri, opts, mpp_override)

@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..geometry.tiling import GridSpec, sample_patches, tile_grid
-from ..geometry.tissue import TissueConfig, tissue_mask
-from ..io.archive import SlideRecord, list_archive
-from .encoder_config import EncoderTrainConfig
+from ...errors import ConfigError
+from ...geometry.tiling import GridSpec, sample_patches, tile_grid
+from ...geometry.tissue import TissueConfig, tissue_mask
+from ...io.archive import SlideRecord, list_archive
+from .config import EncoderTrainConfig
 
 SAME_FRACTION = 0.5
 ADJACENT_FRACTION = 0.75  # of the *different* pairs; the rest come from another slide
@@ -61,7 +61,7 @@ class SlideTiles:
 
 def _label_mask(rec: SlideRecord, slide, mask_mpp: float, storage_options: dict[str, Any]) -> np.ndarray:
     """Tumour mask of a slide at `mask_mpp`; slides without an annotation are tumour-free (normal slides)."""
-    from ..io.annotations import rasterize, read_annotations
+    from ...io.annotations import rasterize, read_annotations
 
     polygons = read_annotations(rec.annotation, storage_options) if rec.annotation else []
     return rasterize(polygons, slide.info.dimensions, slide.mpp, mask_mpp)
@@ -69,7 +69,7 @@ def _label_mask(rec: SlideRecord, slide, mask_mpp: float, storage_options: dict[
 
 def plan_slide(rec: SlideRecord, cfg: EncoderTrainConfig, patches: int, seed: int) -> SlideTiles:
     """Tissue mask and tile grid of one slide, and `patches` class-balanced labelled patches (0: none)."""
-    from ..io.slides import open_slide
+    from ...io.slides import open_slide
 
     with open_slide(rec.uri, cfg.storage_options, rec.mpp) as slide:
         tissue = tissue_mask(slide, TissueConfig(mpp=cfg.tissue_mpp))
@@ -103,7 +103,7 @@ class PatchTiles:
 def plan_patches(cfg: EncoderTrainConfig) -> tuple[PatchTiles, PatchTiles | None]:
     """The training split and the validation split (None without `cfg.val_split`) of the patch set
     `cfg.input`; ConfigError for a split that is not there, or (supervised) a split without two classes."""
-    from ..encoders.patches import read_patch_set
+    from ...encoders.patches import read_patch_set
 
     assert cfg.train_split is not None
     data = read_patch_set(cfg.input, cfg.mpp)
@@ -176,7 +176,7 @@ def plan_archive(cfg: EncoderTrainConfig, use_ray: bool = True,
     if use_ray:
         import ray
 
-        from ..runtime import init_ray
+        from ...runtime import init_ray
 
         init_ray()
         task = ray.remote(num_cpus=1)(plan_slide)
@@ -274,7 +274,7 @@ def sample_labelled(plans: list[SlideTiles], n: int, rng: np.random.Generator) -
 
 def _refuse_patch_set(cfg: EncoderTrainConfig) -> None:
     """When the archive could not be listed: ConfigError saying so if the input is in fact a patch set."""
-    from ..encoders.patches import read_patch_set
+    from ...encoders.patches import read_patch_set
 
     try:
         data = read_patch_set(cfg.input, 1.0)
@@ -316,7 +316,7 @@ def random_crop(patch: np.ndarray, side: tuple[int, int], rng: np.random.Generat
 
 def _read_patch(path: str, size: int) -> np.ndarray:
     """A patch file as (size, size, 3) uint8; ConfigError naming it when it has another size."""
-    from ..encoders.patches import decode_patch
+    from ...encoders.patches import decode_patch
 
     img = decode_patch(path)
     if img.shape[:2] != (size, size):
@@ -332,8 +332,8 @@ def read_batch(batch: dict[str, np.ndarray], cfg: EncoderTrainConfig, rng: np.ra
     Rows of slides (`uri, x, y, mpp`) read a region at cfg.mpp; rows of patch files (`path`) decode the file,
     and a pair's patches are first randomly cropped (cfg.crop_range). Pairs are always augmented, single tiles
     when `augment` (default cfg.augment; validation streams pass False)."""
-    from ..encoders.augment import augment_tile
-    from ..io.slides import open_slide_cached
+    from ...encoders.augment import augment_tile
+    from ...io.slides import open_slide_cached
 
     rng = rng or np.random.default_rng()  # fresh draws every epoch: Ray Data re-runs this map per epoch
     opts = json.dumps(dict(cfg.storage_options), sort_keys=True)

@@ -7,13 +7,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..encoders.learned import METHODS
-from ..encoders.nets import NetConfig
-from ..errors import ConfigError
-from ..geometry.tiling import GridSpec
-from ..geometry.tissue import TissueConfig
-from ..io.storage import absolute_paths
-from ..placement import START_TIMEOUT_S
+from ...encoders.learned import METHODS
+from ...encoders.nets import NetConfig
+from ...errors import ConfigError
+from ...geometry.tiling import GridSpec
+from ...geometry.tissue import TissueConfig
+from ...io.storage import absolute_paths
+from ...placement import START_TIMEOUT_S
 
 # Adam step sizes: the GAN convention (2e-4) for BiGAN, 1e-3 for the others.
 DEFAULT_LR = {"vae": 1e-3, "contrastive": 1e-3, "bigan": 2e-4, "supervised": 1e-3}
@@ -66,7 +66,7 @@ class EncoderTrainConfig:
     def __post_init__(self) -> None:
         absolute_paths(self, "input", "out", "storage")
         if self.patches:
-            from ..encoders.patches import check_mpp
+            from ...encoders.patches import check_mpp
 
             object.__setattr__(self, "mpp", check_mpp(self.mpp))
             side = self.patch_side()
@@ -116,7 +116,7 @@ class EncoderTrainConfig:
     def patch_side(self) -> int:
         """The side in px of the first patch of the training split (the tile size a patch set trains at);
         ConfigError for a non-square patch or a missing split."""
-        from ..encoders.patches import decode_patch, read_patch_set
+        from ...encoders.patches import decode_patch, read_patch_set
 
         data = read_patch_set(self.input, self.mpp)
         first = data.paths[int(data.split(self.train_split, "--train-split")[0])]

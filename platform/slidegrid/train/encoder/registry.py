@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
-from .encoder_config import EncoderTrainConfig
+from ...tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
+from .config import EncoderTrainConfig
 
 
 def log_encoder_run(cfg: EncoderTrainConfig, history: list[dict[str, Any]], method, encoder_file: str
@@ -16,7 +16,7 @@ def log_encoder_run(cfg: EncoderTrainConfig, history: list[dict[str, Any]], meth
     import torch
     from mlflow.models import infer_signature
 
-    from ..encoders.learned import encoder_meta
+    from ...encoders.learned import encoder_meta
 
     use_experiment("slidegrid-encoders", resolve_tracking_uri(cfg.tracking_uri, cfg.out))
     name = cfg.register_as or f"slidegrid-encoder-{cfg.method}"

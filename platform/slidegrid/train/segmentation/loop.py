@@ -17,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from ..models.segmentation import EncoderWeights, find_encoder_weights, member_encoder
-from ..seg_patches import normalize
-from .checkpoints import report_epoch, restore_state
-from .seg_config import SegRecipe, SegTrainConfig
+from ...models.segmentation import EncoderWeights, find_encoder_weights, member_encoder
+from ..checkpoints import report_epoch, restore_state
+from .config import SegRecipe, SegTrainConfig
+from .data import normalize
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def member_weights(cfg: SegTrainConfig, member: str) -> EncoderWeights | None:
 def build_member(cfg: SegTrainConfig, member: str):
     """A fresh member network (2 classes: background, tumour), its encoder initialised as --encoder-weights
     finds it; returns (model, EncoderWeights or None)."""
-    from ..models import build_model
+    from ...models import build_model
 
     weights = member_weights(cfg, member)
     extra = {"encoder_weights": weights} if weights is not None and weights.pretrained else {}
@@ -55,7 +55,7 @@ def tumour_bce(logits, target):
 
 def member_loss(recipe: SegRecipe):
     """The recipe's loss: callable(logits (B, 2, H, W), classes (B, H, W)) -> scalar."""
-    from ..losses import HybridLoss
+    from ...losses import HybridLoss
 
     return HybridLoss() if recipe.loss == "hybrid" else tumour_bce
 
@@ -116,7 +116,7 @@ def seg_train_loop(config: dict[str, Any]) -> None:
     import ray.train
     import torch
 
-    from ..models.segmentation import set_encoder_trainable
+    from ...models.segmentation import set_encoder_trainable
 
     config = dict(config)
     member = config.pop("member")

@@ -7,10 +7,10 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
-from ..io.storage import absolute_paths
-from ..placement import START_TIMEOUT_S
-from .grid_data import TASKS
+from ...errors import ConfigError
+from ...io.storage import absolute_paths
+from ...placement import START_TIMEOUT_S
+from .data import TASKS
 from .recipes import RECIPE_NAMES, recipe_for
 
 MODELS = ("attention", "nic-cnn", "ran-cnn", "ran-lstm")
@@ -25,7 +25,7 @@ class TrainConfig:
     out: str
     model: str = "attention"
     task: str = "classification"
-    recipe: str = "none"  # "paper": the paper's settings (train/recipes.py; build_train_config's default)
+    recipe: str = "none"  # "paper": the paper's settings (train/aggregator/recipes.py; build_train_config's default)
     recipe_overrides: tuple[str, ...] = ()  # settings the user changed from the recipe (recorded in MLflow)
     epochs: int = 35
     lr: float = 1e-3

@@ -15,13 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoints import report_epoch, restore_state
-from .encoder_config import EncoderTrainConfig
+from ..checkpoints import report_epoch, restore_state
+from .config import EncoderTrainConfig
 
 
 def method_for(cfg: EncoderTrainConfig):
     """The config's method with its options (VAE: gamma)."""
-    from ..encoders.learned import build_method
+    from ...encoders.learned import build_method
 
     return build_method(cfg.method, cfg.net, **({"gamma": cfg.gamma} if cfg.method == "vae" else {}))
 
@@ -30,7 +30,7 @@ def to_tensors(batch: dict[str, np.ndarray], device=None) -> dict:
     """A numpy batch of the tile stream as tensors: images normalized to [-1, 1] (N, 3, T, T), labels as is."""
     import torch
 
-    from ..encoders.nets import to_input
+    from ...encoders.nets import to_input
 
     # np.require copies the read-only arrays Ray Data hands out (torch would warn about sharing them).
     return {k: to_input(torch.from_numpy(np.require(v, requirements=["C", "W"])).to(device)) if k.startswith("image")
@@ -85,7 +85,7 @@ def encoder_train_loop(config: dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
 
-    from ..encoders.method import no_sync
+    from ...encoders.method import no_sync
 
     cfg = EncoderTrainConfig(**config)
     ctx = ray.train.get_context()

@@ -14,14 +14,14 @@ import os
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from ..errors import ConfigError
-from ..io.archive import SlideRecord, read_cohort
-from ..placement import RunPlan
-from ..seg_patches import IMAGENET_MEAN, IMAGENET_STD, patch_dataset
-from ..tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
-from .checkpoints import read_state
-from .fit import plan_training, run_trainer
-from .seg_config import SegTrainConfig
+from ...errors import ConfigError
+from ...io.archive import SlideRecord, read_cohort
+from ...placement import RunPlan
+from ...tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
+from ..checkpoints import read_state
+from ..runner import plan_training, run_trainer
+from .config import SegTrainConfig
+from .data import IMAGENET_MEAN, IMAGENET_STD, patch_dataset
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,8 @@ def plan_encoder_weights(cfg: SegTrainConfig) -> dict[str, Any]:
     """member -> EncoderWeights (None for MRN) as the driver finds them; a named file that is missing is a
     ConfigError before anything starts, and members left random under "auto" get ONE warning for the whole run,
     saying how to supply their weights. (Each worker looks again where it loads them.)"""
-    from ..models.segmentation import AUTO, how_to_get_encoder_weights
-    from .seg_loop import member_weights
+    from ...models.segmentation import AUTO, how_to_get_encoder_weights
+    from .loop import member_weights
 
     found = {m: member_weights(cfg, m) for m in dict.fromkeys(cfg.member_names)}
     missing = [(m, w) for m, w in found.items() if w is not None and not w.pretrained and cfg.encoder_request(m) == AUTO]
@@ -127,7 +127,7 @@ def train_member(cfg: SegTrainConfig, index: int, plan: RunPlan, callbacks: list
 
 
 def _loop():
-    from .seg_loop import seg_train_loop
+    from .loop import seg_train_loop
 
     return seg_train_loop
 
@@ -142,7 +142,7 @@ def _train_parallel(cfg: SegTrainConfig, plan: RunPlan, n: int) -> list[dict[str
     """The members as Tune trials, `plan.concurrent` at once; their final checkpoints' states in member order."""
     from ray import tune
 
-    from .trials import CHECKPOINT_PATH, run_trials, trial_for
+    from ..trials import CHECKPOINT_PATH, run_trials, trial_for
 
     grid = run_trials(trial_for(_member_trial, "SegMemberTrial"),
                       {"index": tune.grid_search(list(range(n)))}, {"base": cfg.to_dict()}, plan,
@@ -171,7 +171,7 @@ def _spec(cfg: SegTrainConfig) -> dict[str, Any]:
 
 def train_segmentation(cfg: SegTrainConfig) -> SegTrainReport:
     """Train the member(s), write OUT/ensemble.pt, track and register the ensemble in MLflow."""
-    from ..models.seg_ensemble import save_ensemble
+    from ...models.seg_ensemble import save_ensemble
 
     plan = member_plan(cfg, _cohort(cfg))
     spec = _spec(cfg)
@@ -200,7 +200,7 @@ def log_segmentation_run(cfg: SegTrainConfig, members: list[MemberResult], check
     """A parent MLflow run with one nested run per member; the ensemble registered as one model."""
     import mlflow
 
-    from ..models.seg_ensemble import load_ensemble
+    from ...models.seg_ensemble import load_ensemble
 
     use_experiment("slidegrid-train-seg", resolve_tracking_uri(cfg.tracking_uri, cfg.out))
     name = cfg.register_as or f"slidegrid-seg-{cfg.model}"

@@ -14,11 +14,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ..errors import ConfigError
-from ..io.storage import absolute_paths
-from ..models.segmentation import ARCHITECTURES, AUTO, RANDOM, member_encoder
-from ..placement import START_TIMEOUT_S
-from ..seg_patches import PatchSpec
+from ...errors import ConfigError
+from ...io.storage import absolute_paths
+from ...models.segmentation import ARCHITECTURES, AUTO, RANDOM, member_encoder
+from ...placement import START_TIMEOUT_S
+from .data import PatchSpec
 
 MEMBERS = (*ARCHITECTURES, "mrn-bilinear", "mrn-transposed")
 SEG_MODELS = (*MEMBERS, "ensemble")

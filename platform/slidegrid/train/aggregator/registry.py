@@ -10,16 +10,16 @@ from typing import Any
 
 import numpy as np
 
-from ..tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
-from .checkpoints import read_state
+from ...tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
+from ..checkpoints import read_state
 from .config import TrainConfig
-from .grid_data import Split
+from .data import Split
 
 
 def load_checkpoint_model(ckpt_dir: str, cfg: TrainConfig):
     """Rebuild the model of a Ray Train checkpoint (weights only: torch.load(weights_only=True))."""
 
-    from ..models import GridStandardizer, build_model
+    from ...models import GridStandardizer, build_model
 
     state = read_state(ckpt_dir)
     n_out = {"classification": len(state["classes"]), "regression": 1, "segmentation": 2}[cfg.task]
@@ -40,8 +40,8 @@ def _plots(cfg: TrainConfig, model, classes: Sequence[str], out_dir: str, exampl
     import matplotlib.pyplot as plt
     import torch
 
-    from .. import metrics
-    from .grid_data import GridCache
+    from ... import metrics
+    from .data import GridCache
     from .inference import predict_grid
 
     if cfg.task != "classification" or not examples:
@@ -85,7 +85,7 @@ def score_test_set(cfg: TrainConfig, model, test: Sequence[Any]) -> dict[str, fl
     slides); empty when the run has no test set (no --test-fold, no `split` column)."""
     import torch
 
-    from .grid_data import GridCache
+    from .data import GridCache
     from .inference import evaluate
 
     if not test:
@@ -101,7 +101,7 @@ def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: 
     import torch
     from mlflow.models import infer_signature
 
-    from .grid_data import GridCache
+    from .data import GridCache
 
     use_experiment("slidegrid-train", resolve_tracking_uri(cfg.tracking_uri, cfg.out))
     model, classes, code_size = load_checkpoint_model(ckpt_dir, cfg)

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from .checkpoints import report_epoch, restore_state
+from ..checkpoints import report_epoch, restore_state
 from .config import TrainConfig
-from .grid_data import CohortExamples, Example, GridCache, cell_labels, load_examples
+from .data import CohortExamples, Example, GridCache, cell_labels, load_examples
 from .inference import evaluate, n_outputs, slide_batch, subgrid_batch
 from .recipes import steps_per_epoch
 
@@ -39,7 +39,7 @@ def build(cfg: TrainConfig, data: CohortExamples, stats: tuple[np.ndarray, np.nd
     """Model (standardizing its input), optimizer and LR schedule for a config."""
     import torch
 
-    from ..models import GridStandardizer, build_model
+    from ...models import GridStandardizer, build_model
 
     mean, std = stats if stats is not None else (np.zeros(data.code_size), np.ones(data.code_size))
     net = build_model(cfg.model, data.code_size, n_outputs(cfg, data), **cfg.model_kwargs)

@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from .checkpoints import read_state
-from .encoder_config import EncoderTrainConfig
+from ..checkpoints import read_state
+from .config import EncoderTrainConfig
 
 
 @dataclass
@@ -28,10 +28,10 @@ def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
     training split validated on its validation split (resuming a run of the same name). The encoder file
     holds the epoch of lowest validation loss when there is validation (BiGAN: the last), else the last."""
 
-    from ..encoders.learned import save_encoder
-    from .encoder_loop import encoder_train_loop, method_for
-    from .fit import plan_training, run_trainer
-    from .tile_data import encoder_datasets, list_input, plan_patches
+    from ...encoders.learned import save_encoder
+    from ..runner import plan_training, run_trainer
+    from .data import encoder_datasets, list_input, plan_patches
+    from .loop import encoder_train_loop, method_for
 
     out = os.path.abspath(cfg.out)
     # The input is listed before Ray starts, so a wrong input is one error line and nothing else.
@@ -47,7 +47,7 @@ def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
     path = save_encoder(os.path.join(out, f"encoder-{cfg.method}.pt"), method, cfg.mpp)
     run_id = model_uri = None
     if cfg.mlflow:
-        from .encoder_registry import log_encoder_run
+        from .registry import log_encoder_run
 
         run_id, model_uri = log_encoder_run(cfg, state["history"], method, path)
     best = state["best"]["epoch"] if "best" in state else None

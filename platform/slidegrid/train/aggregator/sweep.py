@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 from .config import TrainConfig, with_overrides
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint", "grid")
@@ -89,9 +89,9 @@ def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent
     """
     from ray.tune.schedulers import ASHAScheduler
 
-    from .fit import plan_training
+    from ..runner import plan_training
+    from ..trials import CHECKPOINT_PATH, run_trials, trial_for
     from .registry import log_sweep
-    from .trials import CHECKPOINT_PATH, run_trials, trial_for
 
     plan = plan_training(base, runs=trials, max_concurrent=max_concurrent, trials=True)
     os.makedirs(base.out, exist_ok=True)
