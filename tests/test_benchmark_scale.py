@@ -1,4 +1,4 @@
-"""Smoke test of jobs/benchmark_scale.py part (a): commit 1a76780's driver and today's Coordinator, each in its
+"""Smoke test of jobs/benchmarks/benchmark_scale.py part (a): commit 1a76780's driver and today's Coordinator, each in its
 own process, land in one table (no timing asserted)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ def test_benchmark_scale_quick_driver_cost_table():
         pytest.skip("no git history with commit 1a76780 (the 'before' driver)")
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "benchmark_scale.py"), "--quick", "--parts", "a"],
+    proc = subprocess.run([sys.executable, str(ROOT / "jobs" / "benchmarks" / "benchmark_scale.py"), "--quick", "--parts", "a"],
                           capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     rows = [ln for ln in proc.stdout.splitlines() if ln.startswith("| (a)")]

@@ -1,6 +1,6 @@
 """Benchmark: slidegrid's Ray encoding pipeline vs the decode limit and the usual DataLoader pipeline.
 
-    python jobs/benchmark_encode.py [--slides 8] [--size 8192] [--cnn-slides 2] [--quick] [--read-only]
+    python jobs/benchmarks/benchmark_encode.py [--slides 8] [--size 8192] [--cnn-slides 2] [--quick] [--read-only]
 
 One run, one table: tiles/s and peak memory (PSS of the whole process tree: driver, Ray workers, DataLoader
 workers) for
@@ -19,7 +19,7 @@ planning (tissue mask, grid) out; they also report CPU seconds per tile of their
 core-second, which does not move with other load on the machine (wall-clock rates do): the read stage's target is
 >= 0.7x the physical limit per core. `--read-only` measures the read rows alone.
 
-    python jobs/benchmark_encode.py --presets [NAME ...] [--target-s 40] [--rounds 2] [--quick]
+    python jobs/benchmarks/benchmark_encode.py --presets [NAME ...] [--target-s 40] [--rounds 2] [--quick]
 
 Foundation-model presets on CPU (default: the ViT-S/B presets registered, Kaiko ViT-S/16, Lunit ViT-S/8,
 H0-mini, Phikon; UNI if none is), random weights, one row each: the bare model's forward (the preset's module,
@@ -42,9 +42,9 @@ import tempfile
 import time
 
 import numpy as np
+from _measure import TreeCPU, run_measured
 
 import _bootstrap  # noqa: F401
-from _measure import TreeCPU, run_measured
 from slidegrid.encoders import EncoderSpec, build_encoder
 from slidegrid.geometry.tiling import GridSpec, tile_grid
 from slidegrid.geometry.tissue import TissueConfig, tissue_mask

@@ -1,6 +1,6 @@
 """Benchmark: slide inference (`slidegrid segment`) throughput and peak memory, one run, one table.
 
-    python jobs/benchmark_segment.py [--quick] [--slides N] [--size PX]
+    python jobs/benchmarks/benchmark_segment.py [--quick] [--slides N] [--size PX]
 
 Every combination of stride = tile vs tile/2, one member vs the whole ensemble (3 members), and with vs without
 test-time augmentation (6 transforms), each `run_segment` in a fresh process (its own local Ray) whose
@@ -17,8 +17,9 @@ import os
 import sys
 import tempfile
 
-import _bootstrap  # noqa: F401
 from _measure import run_measured
+
+import _bootstrap  # noqa: F401
 
 
 def _ensemble(path: str, quick: bool, patch: int, mpp: float) -> None:

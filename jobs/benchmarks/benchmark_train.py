@@ -1,6 +1,6 @@
 """Benchmark: training throughput of the grid models (1 vs 2 Ray Train workers) and AUC by tumour size.
 
-    python jobs/benchmark_train.py [--quick] [--skip-results] [--skip-throughput] [--skip-cadence]
+    python jobs/benchmarks/benchmark_train.py [--quick] [--skip-results] [--skip-throughput] [--skip-cadence]
 
 (1) Throughput: grids/s (training steps over whole grids, or NIC crops) and peak memory per model, C = 512,
     for grids of 100x100 and 400x400 cells with 1 and 2 Ray Train workers (`fit` on grid files of random
@@ -26,9 +26,9 @@ import tempfile
 import time
 
 import numpy as np
+from _measure import run_measured
 
 import _bootstrap  # noqa: F401
-from _measure import run_measured
 
 MODELS = {"attention": {"maps": 8}, "nic-cnn": {}, "ran-cnn": {}, "ran-lstm": {}}
 

@@ -1,6 +1,6 @@
 """Benchmark: NIC Table 1 and the slide-level results on real tissue (issue 16, items 2 and 4).
 
-    python jobs/benchmark_real_tissue.py [--patches ../shared/data/realworld/patches/pcam] [--out DIR] [--quick]
+    python jobs/benchmarks/benchmark_real_tissue.py [--patches ../shared/data/realworld/patches/pcam] [--out DIR] [--quick]
 
 One run, two tables, with wall times:
 
@@ -30,11 +30,11 @@ import tempfile
 import time
 
 import numpy as np
-
-import _bootstrap  # noqa: F401
 from benchmark_train import held_out_row
 
-PCAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "realworld",
+import _bootstrap  # noqa: F401
+
+PCAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data", "realworld",
                     "patches", "pcam")
 MPP = 0.97
 METHODS = ("vae", "contrastive", "bigan", "supervised")

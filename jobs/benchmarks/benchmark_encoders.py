@@ -1,7 +1,7 @@
 """Benchmark: learned tile encoders — training tiles/s per method with 1 and 2 Ray Train workers, and NIC's
 Table 1 (a linear probe on frozen embeddings, tumour vs non-tumour patches) beside mean-RGB and random weights.
 
-    python jobs/benchmark_encoders.py [--quick] [--out DIR]
+    python jobs/benchmarks/benchmark_encoders.py [--quick] [--out DIR]
 
 One run: synthetic archives (one to train the encoders on, another for the probe, so that the supervised
 encoder never saw the probe's labels), `fit_encoder` per method and worker count (Ray Data tile stream, Ray

@@ -1,6 +1,6 @@
 """Benchmark: how far one encode driver scales — its CPU per tile, scale-out over nodes, its memory.
 
-    python jobs/benchmark_scale.py [--parts a b c] [--quick] [--tiles 100000] [--slide-tiles 10000]
+    python jobs/benchmarks/benchmark_scale.py [--parts a b c] [--quick] [--tiles 100000] [--slide-tiles 10000]
                                    [--slides 6] [--size 6144] [--mem-slides 12 48] [--mem-size 2048]
 
 One run, one table (markdown), in three parts; every measurement runs in a fresh subprocess:
@@ -59,12 +59,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
-
-import _bootstrap  # noqa: F401
 from _measure import run_measured
 
+import _bootstrap  # noqa: F401
+
 CORES = os.cpu_count() or 1
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BEFORE_COMMIT = "1a76780"  # the last commit whose driver received every embedding and wrote every grid
 BATCH = 512  # rows per encoder batch (AUTO_BATCH["cuda"]), i.e. per batch the driver received before
 CODE_SIZES = (512, 1536)

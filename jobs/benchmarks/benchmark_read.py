@@ -1,6 +1,6 @@
 """Benchmark: reading tiles through slidegrid vs a bare tiffslide loop; tissue masks and writing giant slides.
 
-    python jobs/benchmark_read.py [--size 100000x80000] [--sparse 150000x40000] [--quick]
+    python jobs/benchmarks/benchmark_read.py [--size 100000x80000] [--sparse 150000x40000] [--quick]
 
 One run, one table:
   (a) tiles/s reading 224-px tiles at 0.5 mpp through `Slide.read_region` with each reader backend vs a bare
