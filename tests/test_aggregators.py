@@ -291,3 +291,43 @@ def test_ran_cnn_predicts_a_slide_in_windows_of_its_training_sub_grids():
         for i in range(0, 24, 8):
             for j in range(0, 24, 8):
                 torch.testing.assert_close(tiled[..., i:i + 8, j:j + 8], model.sweep(x[..., i:i + 8, j:j + 8]))
+
+
+def test_a_model_registers_with_its_card_and_the_trainer_reads_it(tmp_path, monkeypatch):
+    """An aggregator added with register_model (no other file touched) is a valid --model, its card decides
+    per-cell vs per-slide and crop training; and no module of the package branches on a model's name."""
+    import re
+    from pathlib import Path
+
+    from slidegrid.errors import ConfigError
+    from slidegrid.models import ModelCard, register_model, registered
+    from slidegrid.models import registry as reg
+    from slidegrid.models.attention import AttentionClassifier
+    from slidegrid.train.aggregator.config import TrainConfig
+    from slidegrid.train.aggregator.inference import slide_batch
+
+    monkeypatch.setattr(reg, "_FACTORIES", dict(reg._FACTORIES))
+    monkeypatch.setattr(reg, "_CARDS", dict(reg._CARDS))
+    register_model("toy-crops", AttentionClassifier, ModelCard("aggregator", "a test", view="crop"))
+    assert "toy-crops" in registered("aggregator")
+    cfg = TrainConfig(grids=str(tmp_path), cohort=str(tmp_path / "c.csv"), out=str(tmp_path), model="toy-crops",
+                      crop=4)
+    with pytest.raises(ConfigError, match="per cell"):
+        TrainConfig(grids=str(tmp_path), cohort=str(tmp_path / "c.csv"), out=str(tmp_path), model="toy-crops",
+                    task="segmentation")
+
+    class _Cache:
+        def get(self, uri):
+            return np.ones((3, 12, 12), np.float32), np.ones((12, 12), bool), None
+
+    class _Example:
+        grid, label, target = "g", 1, 0.0
+
+    x, m, _ = slide_batch(cfg, [_Example()], _Cache(), np.random.default_rng(0))
+    assert x.shape[-2:] == (4, 4), "the card's crop view did not reach training"
+
+    package = Path(__file__).resolve().parents[1] / "platform" / "slidegrid"
+    names = "|".join(re.escape(n) for n in registered())
+    branches = [f"{p.relative_to(package)}: {line.strip()}" for p in package.rglob("*.py")
+                for line in p.read_text().splitlines() if re.search(rf"[=!]= ?[\"']({names})[\"']", line)]
+    assert not branches, f"code branches on a model's name (put it in the model's card): {branches}"

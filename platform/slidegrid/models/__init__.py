@@ -2,55 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from ..errors import ConfigError
+# Each model module registers itself on import (its card sits next to its class).
+from . import attention, mrn, nic_cnn, ran, segmentation  # noqa: F401
+from .registry import ModelCard, build_model, model_card, register_model, registered
 
-_FACTORIES: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
-    """Add a model: factory(in_channels, n_outputs, **kwargs) -> nn.Module."""
-    _FACTORIES[name] = factory
-
-
-def build_model(name: str, in_channels: int, n_outputs: int, **kwargs: Any) -> nn.Module:
-    """Instantiate a registered model; unknown names or options are a ConfigError."""
-    if name not in _FACTORIES:
-        raise ConfigError("--model", f"unknown model {name!r}; choose one of {', '.join(sorted(_FACTORIES))}")
-    try:
-        return _FACTORIES[name](in_channels, n_outputs, **kwargs)
-    except TypeError as exc:
-        raise ConfigError("model_kwargs", f"{name}: {exc}") from None
-
-
-def _register_aggregators() -> None:
-    from .attention import AttentionClassifier
-    from .nic_cnn import NICCNN
-    from .ran import RANCNN, RANLSTM
-
-    register_model("attention", AttentionClassifier)
-    register_model("nic-cnn", NICCNN)
-    register_model("ran-cnn", RANCNN)
-    register_model("ran-lstm", RANLSTM)
-
-
-_register_aggregators()
-
-
-def _register_segmentation() -> None:
-    from .mrn import mrn_bilinear, mrn_transposed
-    from .segmentation import register_segmentation_models
-
-    register_segmentation_models(register_model)
-    register_model("mrn-bilinear", mrn_bilinear)
-    register_model("mrn-transposed", mrn_transposed)
-
-
-_register_segmentation()
+__all__ = ["GridStandardizer", "ModelCard", "build_model", "model_card", "register_model", "registered"]
 
 
 class GridStandardizer(nn.Module):

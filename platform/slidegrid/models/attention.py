@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .registry import ModelCard, register_model
+
 VARIANTS = {"minmax": ("max", "min"), "max": ("max",), "average": ("avg",), "avgmax": ("avg", "max")}
 
 
@@ -57,3 +59,7 @@ class AttentionClassifier(nn.Module):
         a = self.attention_maps(x, mask)  # (B, branches*H, M, N)
         v = torch.einsum("bhmn,bkmn->bhk", a, x)  # Eq. 2 for every map
         return self.head(torch.tanh(v).flatten(1))
+
+
+register_model("attention", AttentionClassifier, ModelCard(
+    "aggregator", "papers/attention-gigapixel-classifier.txt §II.B", heatmap="maps"))

@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
+from .registry import ModelCard, register_model
 
 VARIANTS = ("bilinear", "transposed")
 
@@ -126,3 +127,7 @@ def mrn_bilinear(in_channels: int = 3, n_outputs: int = 2, **kwargs) -> MRN:
 def mrn_transposed(in_channels: int = 3, n_outputs: int = 2, **kwargs) -> MRN:
     """MRN-transposed: lower-resolution maps upscaled by transposed convolutions (more capacity, §5)."""
     return MRN(in_channels, n_outputs, variant="transposed", **kwargs)
+
+
+for _name, _factory in (("mrn-bilinear", mrn_bilinear), ("mrn-transposed", mrn_transposed)):
+    register_model(_name, _factory, ModelCard("segmentation", "papers/mrn-multi-resolution-unet.txt §3.2"))

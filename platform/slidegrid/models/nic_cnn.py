@@ -28,6 +28,7 @@ from scipy import ndimage
 from torch import nn
 
 from ..io.grids import TRANSFORMS, dihedral
+from .registry import ModelCard, register_model
 
 if TYPE_CHECKING:
     from ..io.grids import Grid
@@ -195,3 +196,6 @@ def gradcam(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None,
     cam = torch.relu((g.mean(dim=(1, 2))[:, None, None] * f).sum(0))
     cam = nn.functional.interpolate(cam[None, None], size=x.shape[2:], mode="bilinear", align_corners=False)
     return cam[0, 0].detach().numpy()
+
+
+register_model("nic-cnn", NICCNN, ModelCard("aggregator", "papers/nic-neural-image-compression.txt §3.2", view="crop"))

@@ -19,6 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .registry import ModelCard, register_model
+
 
 class SubgridModel(nn.Module):
     """A per-cell model trained on `window` x `window` sub-grids and applied to any grid in windows of that side
@@ -182,3 +184,8 @@ class RANLSTM(SubgridModel):
         for layer in self.layers:
             x = layer(x)
         return self.out(x)
+
+
+for _name, _cls in (("ran-cnn", RANCNN), ("ran-lstm", RANLSTM)):
+    register_model(_name, _cls, ModelCard("aggregator", "papers/ran-representation-aggregation-networks.txt §3",
+                                          per_cell=True, view="subgrid"))

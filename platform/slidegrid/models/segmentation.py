@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import ConfigError
+from .registry import ModelCard, register_model
 
 # name -> (smp architecture, encoder)
 ARCHITECTURES: dict[str, tuple[str, str]] = {
@@ -232,7 +233,6 @@ def encoder_frozen(model: nn.Module) -> bool:
     return not any(p.requires_grad for enc in encoders(model) for p in enc.parameters())
 
 
-def register_segmentation_models(register) -> None:
-    """Add every ensemble member to a registry taking register(name, factory(in_channels, n_outputs, **kw))."""
-    for name in ARCHITECTURES:
-        register(name, partial(build_segmentation_model, name))
+for _name in ARCHITECTURES:
+    register_model(_name, partial(build_segmentation_model, _name), ModelCard(
+        "segmentation", "papers/digipathai-ensemble-segmentation-framework.txt, \"Network architecture\""))

@@ -13,8 +13,6 @@ from ...placement import START_TIMEOUT_S
 from .data import TASKS
 from .recipes import RECIPE_NAMES, recipe_for
 
-MODELS = ("attention", "nic-cnn", "ran-cnn", "ran-lstm")
-
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -58,14 +56,17 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         absolute_paths(self, "grids", "cohort", "out", "storage")
-        if self.model not in MODELS:
-            raise ConfigError("--model", f"{self.model!r} is not one of {', '.join(MODELS)}")
+        from ...models import model_card, registered
+
+        aggregators = registered("aggregator")
+        if self.model not in aggregators:
+            raise ConfigError("--model", f"{self.model!r} is not one of {', '.join(aggregators)}")
         if self.task not in TASKS:
             raise ConfigError("--task", f"{self.task!r} is not one of {', '.join(TASKS)}")
-        per_cell = self.model.startswith("ran-")
-        if per_cell != (self.task == "segmentation"):
-            raise ConfigError("--model", f"{self.model} does not do {self.task}: RAN models predict per cell "
-                                         "(task segmentation); attention and nic-cnn predict per slide")
+        if model_card(self.model).per_cell != (self.task == "segmentation"):
+            per_cell = [m for m in aggregators if model_card(m).per_cell]
+            raise ConfigError("--model", f"{self.model} does not do {self.task}: {', '.join(per_cell)} predict per "
+                                         "cell (task segmentation), the others per slide")
         if self.optimizer not in ("sgd", "adam"):
             raise ConfigError("optimizer", f"{self.optimizer!r} is not sgd or adam")
         if self.recipe not in RECIPE_NAMES:

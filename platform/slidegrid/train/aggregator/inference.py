@@ -39,13 +39,15 @@ def slide_batch(cfg: TrainConfig, examples: Sequence[Example], cache: GridCache,
     attention paper's slide augmentation (train/aggregator/augment.py) where `cfg.augment`."""
     import torch
 
+    from ...models import model_card
     from ...models.nic_cnn import training_crop
     from .augment import paper_augment
 
+    crops = model_card(cfg.model).view == "crop"
     items = []
     for e in examples:
         dense, mask, grid = cache.get(e.grid)
-        if cfg.model == "nic-cnn":
+        if crops:
             dense, mask = training_crop(dense, mask, cfg.crop, rng, grid)
         elif cfg.augment:
             dense, mask = paper_augment(dense, mask, rng)
@@ -98,11 +100,12 @@ def predict_grid(model, cfg_model: str, dense: np.ndarray, mask: np.ndarray, dev
     """
     import torch
 
+    from ...models import model_card
     from ...models.nic_cnn import predict_tta
 
     model.eval()
     with torch.no_grad():
-        if cfg_model == "nic-cnn":
+        if model_card(cfg_model).view == "crop":
             return predict_tta(model, dense, mask, crop=crop, n_crops=test_crops, device=device, grid=grid)
         x = torch.from_numpy(dense[None]).to(device)
         m = torch.from_numpy(mask[None]).to(device)
@@ -175,14 +178,16 @@ def evaluate(model, cfg: TrainConfig, examples: Sequence[Example], cache: GridCa
 
 
 def heatmap(model, model_name: str, dense: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """(H, W) map in [0, 1]: the attention map (attention model) or Grad-CAM of the positive class (NIC §3.3)."""
+    """(H, W) map in [0, 1]: the model's attention maps where its card says so (ModelCard.heatmap), else Grad-CAM
+    of the positive class (NIC §3.3)."""
     import torch
 
+    from ...models import model_card
     from ...models.nic_cnn import gradcam
 
     x = torch.from_numpy(dense[None])
     m = torch.from_numpy(mask[None])
-    if model_name == "attention" and hasattr(model, "attention_maps"):
+    if model_card(model_name).heatmap == "maps":
         with torch.no_grad():
             maps = model.attention_maps(x, m)[0].float()  # (maps, H, W)
         amap = maps.max(0).values.numpy()

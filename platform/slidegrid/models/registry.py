@@ -1,0 +1,55 @@
+"""The model registry (timm's idea): each model registers itself next to its class with a card that says what it
+is, and config, training, inference, `predict` and the CLI read the card instead of branching on names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a registered model declares about itself."""
+
+    kind: str  # "aggregator" (on grids of tile embeddings) or "segmentation" (on pixels)
+    paper: str  # the paper and section it follows
+    per_cell: bool = False  # aggregators: a prediction per grid cell (task segmentation), else one per slide
+    # Aggregators: how a slide is seen in training and prediction: "whole" grid, "crop" (NIC §3.2: random crops
+    # in training, crops x the 8 dihedral transforms at test time) or "subgrid" (RAN: class-balanced sub-grids,
+    # half-overlapping windows at test time).
+    view: str = "whole"
+    heatmap: str = "gradcam"  # what `predict` draws: "maps" (the model's attention_maps) or "gradcam" (NIC §3.3)
+
+
+_FACTORIES: dict[str, Callable[..., Any]] = {}
+_CARDS: dict[str, ModelCard] = {}
+
+
+def register_model(name: str, factory: Callable[..., Any], card: ModelCard) -> None:
+    """Add a model: factory(in_channels, n_outputs, **kwargs) -> nn.Module, and its card."""
+    _FACTORIES[name] = factory
+    _CARDS[name] = card
+
+
+def registered(kind: str | None = None) -> tuple[str, ...]:
+    """Names of the registered models (of one `kind`), in registration order."""
+    return tuple(n for n, c in _CARDS.items() if kind is None or c.kind == kind)
+
+
+def model_card(name: str) -> ModelCard:
+    """The card of a registered model; ConfigError for an unknown name."""
+    if name not in _CARDS:
+        raise ConfigError("--model", f"unknown model {name!r}; choose one of {', '.join(sorted(_CARDS))}")
+    return _CARDS[name]
+
+
+def build_model(name: str, in_channels: int, n_outputs: int, **kwargs: Any):
+    """Instantiate a registered model; unknown names or options are a ConfigError."""
+    model_card(name)
+    try:
+        return _FACTORIES[name](in_channels, n_outputs, **kwargs)
+    except TypeError as exc:
+        raise ConfigError("model_kwargs", f"{name}: {exc}") from None
