@@ -1,0 +1,7 @@
+"""`python -m slidegrid.cli`: the `slidegrid` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
