@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-# -- demo ---------------------------------------------------------------------------------------
 
 def _demo(args: argparse.Namespace) -> int:
     from ..demo import DemoConfig, run_demo

@@ -17,7 +17,6 @@ from .options import (
     batch_size_arg,
 )
 
-# -- encode / show ------------------------------------------------------------------------------
 
 def _encode(args: argparse.Namespace) -> int:
     from ..encode import EncodeConfig, run_encode

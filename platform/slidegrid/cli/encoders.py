@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 
-# -- encoders -----------------------------------------------------------------------------------
 
 def _encoders(args: argparse.Namespace) -> int:
     from ..encoders.listing import catalogue, table

@@ -12,7 +12,6 @@ from .options import (
     add_storage,
 )
 
-# -- info ---------------------------------------------------------------------------------------
 
 def _info(args: argparse.Namespace) -> int:
     from ..io.slides import open_slide

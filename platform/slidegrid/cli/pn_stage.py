@@ -11,7 +11,6 @@ from .options import (
     print_outputs,
 )
 
-# -- pn-stage / burden (on segment's outputs) ---------------------------------------------------
 
 def _pn_stage(args: argparse.Namespace) -> int:
     from ..analysis.pn_stage import METASTASIS_TYPES, RFEnsembleConfig

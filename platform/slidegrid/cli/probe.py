@@ -10,7 +10,6 @@ from .options import (
     print_outputs,
 )
 
-# -- probe (frozen encoders on a labelled patch set) ---------------------------------------------
 
 def _probe(args: argparse.Namespace) -> int:
     from ..probe_patches import ProbeConfig, format_table, run_probe

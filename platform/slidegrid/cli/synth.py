@@ -6,7 +6,6 @@ import argparse
 import json
 import os
 
-# -- synth / tissue / tiles ---------------------------------------------------------------------
 
 def _synth(args: argparse.Namespace) -> int:
     from ..synth.slides import synthesize_archive

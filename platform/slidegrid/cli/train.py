@@ -11,7 +11,6 @@ from .options import (
     metrics_text,
 )
 
-# -- train / tune / predict ---------------------------------------------------------------------
 
 def add_train_arguments(p: argparse.ArgumentParser, concurrent: bool = False) -> None:
     """Arguments of `slidegrid train` and (`concurrent` runs) `slidegrid tune`."""

@@ -11,7 +11,6 @@ from .options import (
     given,
 )
 
-# -- train-encoder ------------------------------------------------------------------------------
 
 def _train_encoder(args: argparse.Namespace) -> int:
     from ..train.encoder.config import EncoderTrainConfig

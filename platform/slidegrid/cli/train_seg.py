@@ -11,7 +11,6 @@ from .options import (
     given,
 )
 
-# -- train-seg / segment ------------------------------------------------------------------------
 
 def _train_seg(args: argparse.Namespace) -> int:
     from ..train.segmentation.config import SegTrainConfig
