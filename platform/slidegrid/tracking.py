@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
@@ -69,6 +70,22 @@ def log_history(history: list[Mapping[str, Any]]) -> None:
                             and math.isfinite(v)}, step=int(row.get("epoch", 0)))
 
 
+@contextmanager
+def tracked_run(experiment: str, run_name: str, out: str, tracking_uri: str | None, params: Mapping[str, Any],
+                tags: Mapping[str, str] | None = None, parent_run_id: str | None = None) -> Iterator[Any]:
+    """The one way every job opens its MLflow run: the store (resolve_tracking_uri), the experiment, the run
+    (nested under `parent_run_id` when given), its params (safe_params) and tags; yields the active run.
+    What a job logs inside is its own (metrics, artifacts, a registered model)."""
+    import mlflow
+
+    use_experiment(experiment, resolve_tracking_uri(tracking_uri, out))
+    with mlflow.start_run(run_name=run_name, nested=parent_run_id is not None, parent_run_id=parent_run_id) as run:
+        mlflow.log_params(safe_params(params))
+        if tags:
+            mlflow.set_tags(dict(tags))
+        yield run
+
+
 def log_encode_run(config: EncodeConfig, results: list[SlideResult], tiles: int, seconds: float,
                    manifest_uri: str) -> str | None:
     """One MLflow run per encode: settings, throughput, outcome counts and the manifest as an artifact."""
@@ -78,11 +95,9 @@ def log_encode_run(config: EncodeConfig, results: list[SlideResult], tiles: int,
 
     from .io.manifest import read_manifest, summarize
 
-    uri = resolve_tracking_uri(config.tracking_uri, config.out)
-    use_experiment("slidegrid-encode", uri)
     counts = summarize(results)
-    with mlflow.start_run(run_name=f"encode-{config.encoder}") as run:
-        mlflow.log_params(safe_params({k: v for k, v in asdict(config).items() if k not in ("progress",)}))
+    params = {k: v for k, v in asdict(config).items() if k not in ("progress",)}
+    with tracked_run("slidegrid-encode", f"encode-{config.encoder}", config.out, config.tracking_uri, params) as run:
         mlflow.log_metrics({"tiles": tiles, "seconds": seconds, "tiles_per_s": tiles / seconds if seconds else 0.0,
                             **{f"slides_{k}": v for k, v in counts.items() if k != "tiles"}})
         rows = read_manifest(manifest_uri, config.storage_options)
@@ -93,7 +108,7 @@ def log_encode_run(config: EncodeConfig, results: list[SlideResult], tiles: int,
             path = os.path.join(d, "manifest.parquet")
             pq.write_table(pa.Table.from_pylist(list(rows.values())), path)
             mlflow.log_artifact(path)
-    print(f"mlflow: run {run.info.run_id} in {uri}")
+    print(f"mlflow: run {run.info.run_id} in {mlflow.get_tracking_uri()}")
     return run.info.run_id
 
 
@@ -122,11 +137,8 @@ def log_analysis_run(experiment: str, run_name: str, out: str, tracking_uri: str
     """
     import mlflow
 
-    uri = resolve_tracking_uri(tracking_uri, out)
-    use_experiment(experiment, uri)
-    with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params(safe_params(params))
+    with tracked_run(experiment, run_name, out, tracking_uri, params) as run:
         mlflow.log_metrics(dict(metrics))
         for name, text in tables.items():
             mlflow.log_text(text, name)
-    return run.info.run_id, uri
+    return run.info.run_id, mlflow.get_tracking_uri()

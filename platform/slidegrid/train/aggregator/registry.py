@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ...tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
+from ...tracking import log_history, log_registered_model, safe_params, tracked_run
 from ..checkpoints import read_state
 from .config import TrainConfig
 from .data import Split
@@ -103,15 +103,13 @@ def log_training_run(cfg: TrainConfig, history: list[dict[str, Any]], ckpt_dir: 
 
     from .data import GridCache
 
-    use_experiment("slidegrid-train", resolve_tracking_uri(cfg.tracking_uri, cfg.out))
     model, classes, code_size = load_checkpoint_model(ckpt_dir, cfg)
     name = cfg.register_as or f"slidegrid-{cfg.model}-{cfg.task}"
-    with mlflow.start_run(run_name=f"{cfg.model}-{cfg.task}", nested=parent_run_id is not None,
-                          parent_run_id=parent_run_id) as run:
-        mlflow.log_params(safe_params({k: v for k, v in cfg.to_dict().items() if k != "model_kwargs"}
-                                      | {f"model_kwargs.{k}": v for k, v in cfg.model_kwargs.items()}))
-        mlflow.set_tags({"slidegrid.classes": json.dumps(classes), "slidegrid.model": cfg.model,
-                         "slidegrid.task": cfg.task})
+    params = ({k: v for k, v in cfg.to_dict().items() if k != "model_kwargs"}
+              | {f"model_kwargs.{k}": v for k, v in cfg.model_kwargs.items()})
+    tags = {"slidegrid.classes": json.dumps(classes), "slidegrid.model": cfg.model, "slidegrid.task": cfg.task}
+    with tracked_run("slidegrid-train", f"{cfg.model}-{cfg.task}", cfg.out, cfg.tracking_uri, params, tags,
+                     parent_run_id) as run:
         log_history(history)
         mlflow.log_metrics(test)
         with tempfile.TemporaryDirectory() as d:
@@ -136,11 +134,10 @@ def log_sweep(base: TrainConfig, space, grid) -> str:
     """A parent MLflow run for the sweep with one nested run per trial (params + per-epoch metrics)."""
     import mlflow
 
-    use_experiment("slidegrid-tune", resolve_tracking_uri(base.tracking_uri, base.out))
-    with mlflow.start_run(run_name=f"sweep-{base.model}-{base.task}") as parent:
-        mlflow.log_params(safe_params({"space": json.dumps(space.params), "metric": space.metric,
-                                       "mode": space.mode, "trials": len(grid), "model": base.model,
-                                       "task": base.task}))
+    params = {"space": json.dumps(space.params), "metric": space.metric, "mode": space.mode, "trials": len(grid),
+              "model": base.model, "task": base.task}
+    with tracked_run("slidegrid-tune", f"sweep-{base.model}-{base.task}", base.out, base.tracking_uri,
+                     params) as parent:
         best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
         mlflow.log_metric(f"best_{space.metric}", float(best.metrics[space.metric]))
         for i, result in enumerate(grid):

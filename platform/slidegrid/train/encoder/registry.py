@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
+from ...tracking import log_history, log_registered_model, tracked_run
 from .config import EncoderTrainConfig
 
 
@@ -18,13 +18,12 @@ def log_encoder_run(cfg: EncoderTrainConfig, history: list[dict[str, Any]], meth
 
     from ...encoders.learned import encoder_meta
 
-    use_experiment("slidegrid-encoders", resolve_tracking_uri(cfg.tracking_uri, cfg.out))
     name = cfg.register_as or f"slidegrid-encoder-{cfg.method}"
     embedder = method.embedder(encoder_meta(method, cfg.mpp)).eval()
-    with mlflow.start_run(run_name=f"encoder-{cfg.method}") as run:
-        mlflow.log_params(safe_params(cfg.to_dict()))
-        mlflow.set_tags({"slidegrid.method": cfg.method, "slidegrid.code_size": str(cfg.code_size),
-                         "slidegrid.tile_size": str(cfg.tile_size), "slidegrid.mpp": str(cfg.mpp)})
+    tags = {"slidegrid.method": cfg.method, "slidegrid.code_size": str(cfg.code_size),
+            "slidegrid.tile_size": str(cfg.tile_size), "slidegrid.mpp": str(cfg.mpp)}
+    with tracked_run("slidegrid-encoders", f"encoder-{cfg.method}", cfg.out, cfg.tracking_uri, cfg.to_dict(),
+                     tags) as run:
         log_history(history)
         mlflow.log_artifact(encoder_file)
         example = torch.zeros((1, 3, cfg.tile_size, cfg.tile_size))

@@ -17,7 +17,7 @@ from typing import Any
 from ...errors import ConfigError
 from ...io.archive import SlideRecord, read_cohort
 from ...placement import RunPlan
-from ...tracking import log_history, log_registered_model, resolve_tracking_uri, safe_params, use_experiment
+from ...tracking import log_history, log_registered_model, safe_params, tracked_run
 from ..checkpoints import read_state
 from ..runner import plan_training, run_trainer
 from .config import SegTrainConfig
@@ -202,10 +202,9 @@ def log_segmentation_run(cfg: SegTrainConfig, members: list[MemberResult], check
 
     from ...models.seg_ensemble import load_ensemble
 
-    use_experiment("slidegrid-train-seg", resolve_tracking_uri(cfg.tracking_uri, cfg.out))
     name = cfg.register_as or f"slidegrid-seg-{cfg.model}"
-    with mlflow.start_run(run_name=f"train-seg-{cfg.model}") as parent:
-        mlflow.log_params(safe_params({k: v for k, v in cfg.to_dict().items() if k != "model_kwargs"}))
+    params = {k: v for k, v in cfg.to_dict().items() if k != "model_kwargs"}
+    with tracked_run("slidegrid-train-seg", f"train-seg-{cfg.model}", cfg.out, cfg.tracking_uri, params) as parent:
         for i, m in enumerate(members):
             with mlflow.start_run(run_name=f"member{i}-{m.name}-fold{m.val_fold}", nested=True):
                 mlflow.log_params(safe_params({"member": m.name, "val_fold": m.val_fold, "index": i,
