@@ -117,3 +117,34 @@ def test_resume_reads_footers_only_where_manifest_and_listing_disagree(archive, 
     assert again.stream is None and all(r.reused for r in again.results)
     assert [r.tiles for r in again.results] == [r.tiles for r in first.results]
     assert not glob.glob(str(out / ".*.tmp"))
+
+
+def test_staging_removal_outlasts_a_worker_still_writing_its_last_parts(tmp_path):
+    """A re-run clears the staging a killed run left while that run's orphaned workers may still write a part or
+    two: files that appear while the folder is being removed are removed on the next pass, not an error."""
+    import threading
+    import time
+
+    from slidegrid.stream.staging import remove
+
+    slide = tmp_path / STAGING / "s0"
+    slide.mkdir(parents=True)
+    for i in range(3000):  # enough that removal takes a while: the writer lands inside it
+        (slide / f"p{i}.npz").write_bytes(b"x")
+    first = slide / "p0.npz"
+
+    def orphan() -> None:  # writes two last parts once removal has begun, then stops (its driver is gone)
+        deadline = time.time() + 30
+        while first.exists() and time.time() < deadline:
+            pass
+        for name in ("late0.npz", "late1.npz"):
+            try:
+                (slide / name).write_bytes(b"x")
+            except FileNotFoundError:
+                return
+
+    t = threading.Thread(target=orphan)
+    t.start()
+    remove(str(tmp_path / STAGING))
+    t.join()
+    assert not (tmp_path / STAGING).exists()

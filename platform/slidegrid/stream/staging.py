@@ -9,9 +9,10 @@ The leading dot keeps the staging folder out of every `*.parquet` glob and of py
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import hashlib
 import io
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,8 +70,20 @@ def read_parts(uris: list[str], n_tiles: int,
     return {k: v[first] for k, v in merged.items()}
 
 
-def remove(uri: str, storage_options: Mapping[str, Any] | None = None) -> None:
-    """Delete a staging folder and everything under it (nothing when it does not exist)."""
+def remove(uri: str, storage_options: Mapping[str, Any] | None = None, attempts: int = 6) -> None:
+    """Delete a staging folder and everything under it (nothing when it does not exist).
+
+    A worker of a killed run can still be writing its last part while a re-run clears the staging (it stops when
+    it notices its driver is gone, within a second or two): a folder that fills again as it is removed is
+    removed again, a few times, before the error stands."""
     fs, path = filesystem(uri, storage_options)
-    with contextlib.suppress(FileNotFoundError):
-        fs.rm(path, recursive=True)
+    for attempt in range(attempts):
+        try:
+            fs.rm(path, recursive=True)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTEMPTY or attempt == attempts - 1:
+                raise
+            time.sleep(0.25 * (attempt + 1))
