@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import signal
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 
 from _scenarios import run_scenario
@@ -74,8 +76,15 @@ def test_killed_driver_then_rerun_finishes_each_slide_once(archive, clean, tmp_p
     deadline = time.time() + 300
     while time.time() < deadline and not (glob.glob(str(out / "f*.parquet")) and glob.glob(staged)):
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray die together, like a lost laptop
+    # The driver and its local Ray die together, like a lost laptop: its process group and every process it
+    # started (Ray starts some of its own in other groups; left alive, they would go on writing for a while).
+    family = psutil.Process(proc.pid).children(recursive=True)
+    os.killpg(proc.pid, signal.SIGKILL)
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.kill()
     proc.wait()
+    psutil.wait_procs(family, timeout=30)
     first = {os.path.basename(p) for p in glob.glob(str(out / "f*.parquet"))}
     assert 0 < len(first) < 6, f"kill did not land mid-run: {first}"
     assert glob.glob(staged), "the killed run left no staged parts: the test proved nothing about their clean-up"
