@@ -85,6 +85,17 @@ class TrainConfig:
         return asdict(self)
 
 
+def read_yaml(path: str, what: str) -> Any:
+    """A YAML file's content ({} when empty); ConfigError naming `what` when missing or not valid YAML."""
+    try:
+        with open(path) as f:
+            return yaml.safe_load(f) or {}
+    except FileNotFoundError:
+        raise ConfigError(path, f"{what} not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(path, f"not valid YAML ({exc})") from None
+
+
 def build_train_config(overrides: dict[str, Any], config_file: str | None = None) -> TrainConfig:
     """The recipe of the model and task (`recipe`: "paper", the default, or "none"), then the YAML file, then
     explicit CLI values (None means unset). Values that differ from the recipe are recorded in
@@ -92,13 +103,7 @@ def build_train_config(overrides: dict[str, Any], config_file: str | None = None
     known = {f.name for f in fields(TrainConfig)}
     values: dict[str, Any] = {}
     if config_file:
-        try:
-            with open(config_file) as f:
-                loaded = yaml.safe_load(f) or {}
-        except FileNotFoundError:
-            raise ConfigError(config_file, "config file not found") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(config_file, f"not valid YAML ({exc})") from None
+        loaded = read_yaml(config_file, "config file")
         if not isinstance(loaded, dict):
             raise ConfigError(config_file, "must be a YAML mapping of option: value")
         unknown = set(loaded) - known

@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from ...errors import ConfigError
-from .config import TrainConfig, with_overrides
+from .config import TrainConfig, read_yaml, with_overrides
 
 SAMPLERS = ("choice", "uniform", "loguniform", "randint", "grid")
 
@@ -25,13 +25,7 @@ class SweepSpace:
 
 def load_space(path: str) -> SweepSpace:
     """Read and validate a search-space YAML (`params: {lr: {loguniform: [1e-4, 1e-2]}}`)."""
-    try:
-        with open(path) as f:
-            raw = yaml.safe_load(f) or {}
-    except FileNotFoundError:
-        raise ConfigError(path, "search space file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(path, f"not valid YAML ({exc})") from None
+    raw = read_yaml(path, "search space file")
     params = raw.get("params")
     if not isinstance(params, dict) or not params:
         raise ConfigError(path, "needs a `params:` mapping, e.g. params: {lr: {loguniform: [1.0e-4, 1.0e-2]}}")
