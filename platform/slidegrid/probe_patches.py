@@ -46,7 +46,7 @@ class ProbeConfig:
     """Everything `slidegrid probe` takes; validated on construction."""
 
     patches: str  # a patch folder or CSV table (encoders/patches.py)
-    mpp: float | None  # µm/px of the patches (required; PCam 0.97)
+    mpp: float | None = None  # µm/px of the patches (required, checked with a clear error; PCam 0.97)
     encoder: str = "mean-rgb"
     weights: str | None = None
     out: str = "slidegrid-probe"

@@ -5,22 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io.storage import parse_storage_options
 from .options import (
     EXIT_CODES_HELP,
     SLIDE_TABLE_MAX,
+    ConfigOptions,
     add_mpp_override,
     add_storage,
 )
 
 
 def _burden(args: argparse.Namespace) -> int:
-    from ..analysis.burden_run import BurdenConfig, run_burden
-    from ..analysis.tumour_burden import CleanupConfig
+    from ..analysis.burden_run import run_burden
 
-    config = BurdenConfig(segment_out=args.segment_out, out=args.out, cleanup=CleanupConfig(threshold=args.threshold),
-                          tracking_uri=args.tracking_uri, mpp_override=args.mpp_override, reader=args.reader,
-                          storage_options=parse_storage_options(args.storage_options))
+    config = args.options.build(args)
     report = run_burden(config)
     if len(report.rows) <= SLIDE_TABLE_MAX:
         print(f"{'slide':32s} {'viable mm²':>11s} {'whole mm²':>11s} {'burden':>7s}")
@@ -43,11 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "objects and holes), the convex hull of the viable tumour intersected with the slide's "
                        "tissue mask as the whole tumour, burden = viable / whole area, areas in mm². Writes "
                        "burden.csv and one MLflow run. " + EXIT_CODES_HELP)
-    p.add_argument("--segment-out", required=True, help="output folder of `slidegrid segment` (its --out)")
-    p.add_argument("--out", default=None, help="output folder (default: --segment-out)")
-    p.add_argument("--threshold", type=float, default=0.5, help="viable tumour probability (default 0.5)")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
-                   "else SQLite under --out)")
-    add_storage(p)
-    add_mpp_override(p)
+    o = ConfigOptions(p, "slidegrid.analysis.burden_run:BurdenConfig")
+    o.add("--segment-out", required=True, help="output folder of `slidegrid segment` (its --out)")
+    o.add("--out", help="output folder (default: --segment-out)")
+    o.add("--threshold", field="cleanup.threshold", type=float, help="viable tumour probability (default "
+          "%(default)s)")
+    o.add("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --out)")
+    add_storage(o)
+    add_mpp_override(o)
     p.set_defaults(func=_burden)

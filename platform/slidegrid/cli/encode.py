@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..io.storage import parse_storage_options
 from .options import (
     EXIT_CODES_HELP,
     MIN_TISSUE_HELP,
     SLIDE_TABLE_MAX,
+    ConfigOptions,
     add_keep_ink,
     add_mpp_override,
     add_placement,
@@ -19,16 +19,10 @@ from .options import (
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from ..encode import EncodeConfig, run_encode
+    from ..encode import run_encode
     from ..io.manifest import exit_code, summarize
 
-    config = EncodeConfig(
-        input=args.input, out=args.out, encoder=args.encoder, weights=args.weights, mpp=args.mpp,
-        tile_size=args.tile_size, stride=args.stride, min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp,
-        remove_ink=not args.keep_ink, batch_size=args.batch_size, torch_compile=args.compile, dtype=args.dtype,
-        overwrite=args.overwrite, mpp_override=args.mpp_override, reader=args.reader, dihedral=args.dihedral,
-        storage_options=parse_storage_options(args.storage_options), actors=args.actors, amp=args.amp,
-        data_cpus=args.data_cpus, tracking_uri=args.tracking_uri, mlflow=not args.no_mlflow, progress=not args.no_progress)
+    config = args.options.build(args)
     report = run_encode(config)
     results = report.results
     counts = summarize(results)
@@ -49,43 +43,39 @@ def _encode(args: argparse.Namespace) -> int:
 
 
 def add_encode_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of `slidegrid encode` (shared with jobs/encode.py)."""
-    p.add_argument("input", help="archive: folder, glob, s3://bucket/prefix, or cohort table (CSV/Parquet)")
-    p.add_argument("--out", required=True, help="grid store (local folder or s3:// prefix)")
-    p.add_argument("--encoder", default="mean-rgb", help="mean-rgb, a foundation-model preset (e.g. uni2-h; "
-                   "`slidegrid encoders` lists them), timm:ARCH (e.g. timm:resnet34), or a learned encoder: "
-                   "vae | contrastive | bigan | supervised (see train-encoder)")
-    p.add_argument("--weights", default=None, help="local checkpoint (.safetensors/.bin/.pth/.pt), a downloaded "
-                   "snapshot folder (presets), MLflow model URI (models:/name/version), or 'random'. A preset "
-                   "without --weights is looked up in the local Hugging Face cache; hf-hub:ORG/NAME downloads "
-                   "it there. Nothing else is downloaded")
-    p.add_argument("--mpp", type=float, default=None, help="target µm/px of the tiles (default: a preset's "
-                   "native one, else 0.5)")
-    p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels at --mpp (default: a "
-                   "preset's native one, else 224)")
-    p.add_argument("--stride", type=int, default=None, help="grid step in pixels at --mpp (default: tile size)")
-    p.add_argument("--min-tissue", type=float, default=0.25, help=MIN_TISSUE_HELP)
-    add_keep_ink(p)
-    p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (µm/px)")
-    p.add_argument("--batch-size", type=batch_size_arg, default="auto",
-                   help="tiles per encoder batch, or auto (default): 64 on CPU; on a GPU batches of 512 run in "
-                   "the largest power-of-two chunks that fit and still speed the model up, probed once per actor")
-    p.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="stored embedding type")
-    p.add_argument("--amp", choices=["bf16", "fp16", "off"], default="bf16", help="autocast on GPU")
-    p.add_argument("--compile", action="store_true", help="torch.compile the encoder in each actor (faster "
-                   "big models on GPU once compiled; the first batches wait a minute or more for it)")
-    p.add_argument("--dihedral", action="store_true", help="also encode every tile rotated and mirrored (the 8 "
-                   "elements of D4, NIC §3.2): 8 embeddings per tile in the grid's `transform` column, 8x the "
-                   "encoding time; nic-cnn training and test-time averaging then use them (other readers get "
-                   "the untransformed tiles)")
-    p.add_argument("--overwrite", action="store_true", help="redo slides whose grids already exist")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
-                   "else SQLite under --out)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    add_storage(p)
-    add_mpp_override(p)
-    add_placement(p, actors=True)
+    """Arguments of `slidegrid encode` (shared with jobs/encode.py): the fields of EncodeConfig."""
+    o = ConfigOptions(p, "slidegrid.encode:EncodeConfig")
+    o.add("input", help="archive: folder, glob, s3://bucket/prefix, or cohort table (CSV/Parquet)")
+    o.add("--out", required=True, help="grid store (local folder or s3:// prefix)")
+    o.add("--encoder", help="mean-rgb, a foundation-model preset (e.g. uni2-h; `slidegrid encoders` lists them), "
+          "timm:ARCH (e.g. timm:resnet34), or a learned encoder: vae | contrastive | bigan | supervised (see "
+          "train-encoder)")
+    o.add("--weights", help="local checkpoint (.safetensors/.bin/.pth/.pt), a downloaded snapshot folder "
+          "(presets), MLflow model URI (models:/name/version), or 'random'. A preset without --weights is looked "
+          "up in the local Hugging Face cache; hf-hub:ORG/NAME downloads it there. Nothing else is downloaded")
+    o.add("--mpp", type=float, help="target µm/px of the tiles (default: a preset's native one, else 0.5)")
+    o.add("--tile-size", type=int, help="tile side in pixels at --mpp (default: a preset's native one, else 224)")
+    o.add("--stride", type=int, help="grid step in pixels at --mpp (default: tile size)")
+    o.add("--min-tissue", type=float, help=MIN_TISSUE_HELP)
+    add_keep_ink(o)
+    o.add("--tissue-mpp", type=float, help="resolution of the tissue mask (µm/px)")
+    o.add("--batch-size", type=batch_size_arg,
+          help="tiles per encoder batch, or auto (default): 64 on CPU; on a GPU batches of 512 run in the largest "
+          "power-of-two chunks that fit and still speed the model up, probed once per actor")
+    o.add("--dtype", choices=["float16", "float32"], help="stored embedding type")
+    o.add("--amp", choices=["bf16", "fp16", "off"], help="autocast on GPU")
+    o.add("--compile", field="torch_compile", action="store_true", help="torch.compile the encoder in each "
+          "actor (faster big models on GPU once compiled; the first batches wait a minute or more for it)")
+    o.add("--dihedral", action="store_true", help="also encode every tile rotated and mirrored (the 8 elements of "
+          "D4, NIC §3.2): 8 embeddings per tile in the grid's `transform` column, 8x the encoding time; nic-cnn "
+          "training and test-time averaging then use them (other readers get the untransformed tiles)")
+    o.add("--overwrite", action="store_true", help="redo slides whose grids already exist")
+    o.add("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --out)")
+    o.add("--no-mlflow", field="mlflow", action="store_false", help="do not log the run to MLflow")
+    o.add("--no-progress", field="progress", action="store_false", help="no progress bars")
+    add_storage(o)
+    add_mpp_override(o)
+    add_placement(o, actors=True)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .options import job_argument
+
 
 def _encoders(args: argparse.Namespace) -> int:
     from ..encoders.listing import catalogue, table
@@ -23,5 +25,5 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Every foundation-model preset with its embedding size, parameters, native tile "
                        "size and µm/px, licence, whether its weights are gated, and where its weights are in the "
                        "local Hugging Face cache (nothing is downloaded); then the other encoders.")
-    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    job_argument(p, "--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=_encoders)

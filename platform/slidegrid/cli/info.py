@@ -6,17 +6,16 @@ import argparse
 import json
 import sys
 
-from ..io.storage import parse_storage_options
 from .options import (
+    ConfigOptions,
     add_mpp_override,
     add_storage,
+    job_argument,
 )
 
 
 def _info(args: argparse.Namespace) -> int:
-    from ..io.slides import open_slide
-
-    with open_slide(args.uri, parse_storage_options(args.storage_options), args.mpp_override, args.reader) as s:
+    with args.slide.build(args) as s:
         info = s.info
     if args.json:
         print(json.dumps(info.to_dict(), indent=2))
@@ -42,8 +41,9 @@ def _info(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="print a slide's metadata (levels, mpp, vendor)",
                        description="Open a slide (path, file://, s3://, any fsspec URL) and print its metadata.")
-    p.add_argument("uri", help="slide path or URI")
-    p.add_argument("--json", action="store_true", help="print JSON instead of text")
-    add_storage(p)
-    add_mpp_override(p)
+    o = ConfigOptions(p, "slidegrid.io.slides:open_slide", key="slide")
+    o.add("uri", help="slide path or URI")
+    job_argument(p, "--json", action="store_true", help="print JSON instead of text")
+    add_storage(o)
+    add_mpp_override(o)
     p.set_defaults(func=_info)

@@ -3,67 +3,196 @@
 from __future__ import annotations
 
 import argparse
+import copy
+import dataclasses
+import importlib
+import inspect
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 
-def add_storage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage-options", metavar="JSON", default=None,
-                   help="fsspec options for remote URIs as JSON (default: AWS env/config, AWS_ENDPOINT_URL)")
+class ConfigHelpFormatter(argparse.HelpFormatter):
+    """Help whose `%(default)s` of a config option is the config field's default (the flag has none itself)."""
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        lookup = getattr(action, "config_default", None)
+        if lookup is not None and "%(default)" in (action.help or ""):
+            action = copy.copy(action)
+            action.default = lookup()
+        return super()._expand_help(action)
 
 
-def add_placement(p: argparse.ArgumentParser, *, reads: bool = True, actors: bool = False, train: bool = False,
-                   concurrent: bool = False) -> None:
-    """Flags that override the resource plan (placement.py); its rule goes in the command's --help."""
+class ConfigOptions:
+    """The flags of one config dataclass (or library function) on a command's parser, so that each default
+    lives in one place.
+
+    Each flag's dest is a field of the config (dotted for a field of a nested config: `cleanup.threshold`) and
+    the flag has no default of its own (`argparse.SUPPRESS`): unset, it is absent from the parsed namespace and
+    the dataclass's default applies; `--help` shows that default where the help text asks for `%(default)s`.
+    A bool field is a switch: `store_true` for a field that defaults to False, `store_false` (`--no-mlflow`,
+    `--keep-ink`) for one that defaults to True; tests/test_cli_config.py checks every flag against its field.
+    The config class is named by "module:Class" and imported only when a command runs or shows its help, so
+    `slidegrid --help` stays free of torch.
+    """
+
+    def __init__(self, parser: argparse.ArgumentParser, config: str, key: str = "options") -> None:
+        self.parser, self.config_path = parser, config
+        self.actions: list[argparse.Action] = []
+        self.converters: dict[str, Callable[[Any], Any]] = {}
+        parser.formatter_class = ConfigHelpFormatter
+        parser.set_defaults(**{key: self})
+        parser.__dict__.setdefault("config_options", []).append(self)
+
+    @property
+    def config(self) -> Callable[..., Any]:
+        """The config dataclass (or the library function whose keyword defaults the flags take)."""
+        module, name = self.config_path.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    def fields(self) -> dict[str, Any]:
+        """The config's fields (a function's parameters) and their defaults (`config_fields`)."""
+        return config_fields(self.config)
+
+    def add(self, *flags: str, field: str | None = None, convert: Callable[[Any], Any] | None = None,
+            group: Any = None, **kw: Any) -> argparse.Action:
+        """One flag of the field `field` (default: the flag's name, dashes as underscores). `convert` turns the
+        parsed value into the field's (it may raise ConfigError, which argparse's `type=` could not report)."""
+        target = group if group is not None else self.parser
+        if flags[0].startswith("-"):
+            name = field or flags[0].lstrip("-").replace("-", "_")
+            if field and kw.get("action") is None and "metavar" not in kw:  # as argparse names the flag's own
+                kw["metavar"] = flags[0].lstrip("-").replace("-", "_").upper()
+            action = target.add_argument(*flags, dest=name, default=argparse.SUPPRESS, **kw)
+        else:  # a positional argument is always given; its name is the field's
+            name = flags[0]
+            action = target.add_argument(*flags, **kw)
+        action.config_default = partial(self.default, name)
+        if convert is not None:
+            self.converters[name] = convert
+        self.actions.append(action)
+        return action
+
+    def default(self, name: str) -> Any:
+        """The config's default of a (dotted) field; `dataclasses.MISSING` for a required one."""
+        target, value = self.config, None
+        for part in name.split("."):
+            value = config_fields(target)[part]
+            target = type(value)
+        return value
+
+    def given(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The options the user set, converted, by (dotted) field name."""
+        values = vars(args)
+        return {a.dest: self.converters.get(a.dest, _same)(values[a.dest]) for a in self.actions if a.dest in values}
+
+    def value(self, args: argparse.Namespace, name: str) -> Any:
+        """The value a field gets: the option given, else the config's default."""
+        given = self.given(args)
+        return given[name] if name in given else self.default(name)
+
+    def build(self, args: argparse.Namespace, **extra: Any) -> Any:
+        """The config from the given options (nested configs filled in from their defaults) plus `extra`; for a
+        function, its result."""
+        flat = {**self.given(args), **extra}
+        values: dict[str, Any] = {k: v for k, v in flat.items() if "." not in k}
+        nested: dict[str, dict[str, Any]] = {}
+        for k, v in flat.items():
+            if "." in k:
+                head, rest = k.split(".", 1)
+                nested.setdefault(head, {})[rest] = v
+        for head, sub in nested.items():
+            values[head] = dataclasses.replace(self.default(head), **sub)
+        return self.config(**values)
+
+
+def config_fields(config: Callable[..., Any]) -> dict[str, Any]:
+    """Field (or parameter) name -> default of a dataclass or function; `dataclasses.MISSING` for a required one."""
+    if dataclasses.is_dataclass(config):
+        out = {}
+        for f in dataclasses.fields(config):
+            factory = f.default_factory
+            out[f.name] = f.default if f.default is not dataclasses.MISSING else (
+                factory() if factory is not dataclasses.MISSING else dataclasses.MISSING)
+        return out
+    return {k: dataclasses.MISSING if p.default is inspect.Parameter.empty else p.default
+            for k, p in inspect.signature(config).parameters.items()}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def job_argument(p: Any, *flags: str, **kw: Any) -> argparse.Action:
+    """An argument of the job itself, not a config field (a slide to inspect, the YAML file a config is read
+    from, a mode such as --cv); marked so that tests/test_cli_config.py can tell it from a forgotten mapping."""
+    action = p.add_argument(*flags, **kw)
+    action.job_argument = True
+    return action
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """A comma-separated flag value as a tuple (blanks dropped)."""
+    return tuple(m.strip() for m in text.split(",") if m.strip())
+
+
+def add_storage(opts: ConfigOptions) -> None:
+    from ..io.storage import parse_storage_options
+
+    opts.add("--storage-options", metavar="JSON", convert=parse_storage_options,
+             help="fsspec options for remote URIs as JSON (default: AWS env/config, AWS_ENDPOINT_URL)")
+
+
+def add_placement(opts: ConfigOptions, *, reads: bool = True, actors: bool = False, train: bool = False,
+                  concurrent: ConfigOptions | bool = False) -> None:
+    """Flags that override the resource plan (placement.py); its rule goes in the command's --help.
+    `concurrent`: --max-concurrent too, a field of `opts` (True) or of another config (tune's sweep)."""
     from ..placement import DATA_SHARE, START_TIMEOUT_S
 
+    p = opts.parser
     p.epilog = ("Placement is planned from the cluster's resources (a local Ray, or the cluster at RAY_ADDRESS)"
                 + (" so that Ray Data's read tasks always keep a CPU" if reads else "")
                 + "; the flags under 'placement' override it (README: Placement).")
     g = p.add_argument_group("placement")
     if actors:
-        g.add_argument("--actors", type=int, default=None, metavar="N",
-                       help="model actors (default: one per GPU; else 1 CPU actor, shrunk to what the reads leave)")
+        opts.add("--actors", type=int, metavar="N", group=g,
+                 help="model actors (default: one per GPU; else 1 CPU actor, shrunk to what the reads leave)")
     if train:
-        g.add_argument("--workers", type=int, default=None, metavar="N",
-                       help="Ray Train workers per run (default 1)")
-        g.add_argument("--gpus-per-worker", type=float, default=None, metavar="N",
-                       help="GPUs per Ray Train worker (default 0: CPU training)")
-        g.add_argument("--cpus-per-worker", type=float, default=None, metavar="N",
-                       help="CPUs per Ray Train worker (default 1; an equal share of what is left when even one "
-                            "run does not fit whole)")
+        opts.add("--workers", type=int, metavar="N", group=g, help="Ray Train workers per run (default 1)")
+        opts.add("--gpus-per-worker", type=float, metavar="N", group=g,
+                 help="GPUs per Ray Train worker (default 0: CPU training)")
+        opts.add("--cpus-per-worker", type=float, metavar="N", group=g,
+                 help="CPUs per Ray Train worker (default 1; an equal share of what is left when even one run "
+                      "does not fit whole)")
     if reads:
-        g.add_argument("--data-cpus", type=float, default=None, metavar="N",
-                       help=f"CPUs no actor or Train worker may take, kept for Ray Data's read tasks (default: "
-                            f"{DATA_SHARE * 100:.0f}%% of the cluster's CPUs, at least 1)")
+        opts.add("--data-cpus", type=float, metavar="N", group=g,
+                 help=f"CPUs no actor or Train worker may take, kept for Ray Data's read tasks (default: "
+                      f"{DATA_SHARE * 100:.0f}%% of the cluster's CPUs, at least 1)")
     if train:
-        g.add_argument("--start-timeout", dest="start_timeout_s", type=float, default=None, metavar="S",
-                       help=f"seconds a Train run may wait for its workers before it fails (default {START_TIMEOUT_S:g})")
+        opts.add("--start-timeout", field="start_timeout_s", type=float, metavar="S", group=g,
+                 help=f"seconds a Train run may wait for its workers before it fails (default {START_TIMEOUT_S:g})")
     if concurrent:
-        g.add_argument("--max-concurrent", type=int, default=None, metavar="N",
-                       help="Train runs (trials, members) at once (default: as many as the cluster fits)")
-
-
-def given(args: argparse.Namespace, *names: str) -> dict[str, Any]:
-    """The named options the user set (None: unset, so the config's own default applies)."""
-    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+        (opts if concurrent is True else concurrent).add(
+            "--max-concurrent", type=int, metavar="N", group=g,
+            help="Train runs (trials, members) at once (default: as many as the cluster fits)")
 
 
 MIN_TISSUE_HELP = ("min tissue fraction of a kept tile, over the whole tile (edge tiles are padded: outside the "
                    "slide is glass)")
 
 
-def add_keep_ink(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--keep-ink", action="store_true",
-                   help="keep pen and marker ink in the tissue mask (for stains that are blue or green themselves: "
-                        "IHC counterstain, Alcian blue, trichrome)")
+def add_keep_ink(opts: ConfigOptions) -> None:
+    opts.add("--keep-ink", field="remove_ink", action="store_false",
+             help="keep pen and marker ink in the tissue mask (for stains that are blue or green themselves: "
+                  "IHC counterstain, Alcian blue, trichrome)")
 
 
-def add_mpp_override(p: argparse.ArgumentParser) -> None:
+def add_mpp_override(opts: ConfigOptions) -> None:
     from ..io.readers import READER_HELP, READERS
 
-    p.add_argument("--mpp-override", type=float, default=None, metavar="MPP",
-                   help="level-0 µm/px for slides whose metadata lacks it or is implausible")
-    p.add_argument("--reader", choices=READERS, default="auto", help=READER_HELP)
+    opts.add("--mpp-override", type=float, metavar="MPP",
+             help="level-0 µm/px for slides whose metadata lacks it or is implausible")
+    opts.add("--reader", choices=READERS, help=READER_HELP)
 
 
 # Archives longer than this get counts only; every slide's row is in the manifest anyway.

@@ -4,22 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from ..io.storage import parse_storage_options
 from .options import (
     SLIDE_TABLE_MAX,
+    ConfigOptions,
     add_storage,
     print_outputs,
 )
 
 
 def _pn_stage(args: argparse.Namespace) -> int:
-    from ..analysis.pn_stage import METASTASIS_TYPES, RFEnsembleConfig
-    from ..analysis.pn_stage_run import PnStageConfig, run_pn_stage
+    from ..analysis.pn_stage import METASTASIS_TYPES
+    from ..analysis.pn_stage_run import run_pn_stage
 
-    config = PnStageConfig(features=args.features, cohort=args.cohort, out=args.out, folds=args.folds,
-                           fit_cohort=args.fit_cohort, fit_features=args.fit_features,
-                           ensemble=RFEnsembleConfig(seed=args.seed), tracking_uri=args.tracking_uri,
-                           storage_options=parse_storage_options(args.storage_options))
+    config = args.options.build(args)
     report = run_pn_stage(config)
     if len(report.patients) <= SLIDE_TABLE_MAX:
         print(f"{'patient':24s} {'nodes':>5s}  {'pN-stage':9s} {'predicted':9s}")
@@ -50,17 +47,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "out-of-fold by patient (or fitted on --fit-cohort), stages each patient with CAMELYON17's "
                        "Table 3 rules, and scores nodes (accuracy, confusion) and stages (quadratic Cohen's kappa). "
                        "Writes nodes.csv, patients.csv, confusion.csv and one MLflow run.")
-    p.add_argument("--features", required=True, help="features.csv written by `slidegrid segment`")
-    p.add_argument("--cohort", required=True, help="CSV: slide_id, patient_id (or patient), and a node's "
-                   "`metastasis` (negative|itc|micro|macro) and/or the patient's `pn_stage` "
-                   "(pN0|pN0(i+)|pN1mi|pN1|pN2; a row with an empty slide_id may carry it alone)")
-    p.add_argument("--out", default=None, help="output folder (default: pn-stage/ beside --features)")
-    p.add_argument("--folds", type=int, default=5, help="out-of-fold typing: folds of whole patients (default 5)")
-    p.add_argument("--fit-cohort", default=None, help="fit the forests on this cohort's nodes (it needs "
-                   "`metastasis`) and type --cohort's nodes with them, instead of out-of-fold")
-    p.add_argument("--fit-features", default=None, help="features.csv of the --fit-cohort slides (default --features)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the folds, node subsets, SMOTE and forests")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, "
-                   "else SQLite under --out)")
-    add_storage(p)
+    o = ConfigOptions(p, "slidegrid.analysis.pn_stage_run:PnStageConfig")
+    o.add("--features", required=True, help="features.csv written by `slidegrid segment`")
+    o.add("--cohort", required=True, help="CSV: slide_id, patient_id (or patient), and a node's `metastasis` "
+          "(negative|itc|micro|macro) and/or the patient's `pn_stage` (pN0|pN0(i+)|pN1mi|pN1|pN2; a row with an "
+          "empty slide_id may carry it alone)")
+    o.add("--out", help="output folder (default: pn-stage/ beside --features)")
+    o.add("--folds", type=int, help="out-of-fold typing: folds of whole patients (default %(default)s)")
+    o.add("--fit-cohort", help="fit the forests on this cohort's nodes (it needs `metastasis`) and type --cohort's "
+          "nodes with them, instead of out-of-fold")
+    o.add("--fit-features", help="features.csv of the --fit-cohort slides (default --features)")
+    o.add("--seed", field="ensemble.seed", type=int, help="seed of the folds, node subsets, SMOTE and forests")
+    o.add("--tracking-uri", help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else SQLite under --out)")
+    add_storage(o)
     p.set_defaults(func=_pn_stage)

@@ -4,29 +4,34 @@ from __future__ import annotations
 
 import argparse
 
-from ..io.storage import parse_storage_options
 from .options import (
+    ConfigOptions,
     add_storage,
+    job_argument,
 )
 
 
 def _show(args: argparse.Namespace) -> int:
-    from ..io.grids import read_grid
-    from ..preview import grid_preview
     from ..viz import save_png
 
-    opts = parse_storage_options(args.storage_options)
-    grid = read_grid(args.grid, opts)
-    save_png(grid_preview(grid, opts, height=args.height), args.out)
+    grid = args.grid_file.build(args)
+    save_png(args.preview.build(args, grid=grid, storage_options=grid_options(args)), args.out)
     h, w = grid.shape
     print(f"{args.out}: {len(grid.row)} tiles on a {h}x{w} grid, C={grid.code_size}")
     return 0
 
 
+def grid_options(args: argparse.Namespace) -> dict:
+    """--storage-options: for the grid file and, through it, the slide it came from."""
+    return args.grid_file.value(args, "storage_options") or {}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("show", help="render a grid (3 principal components as RGB) beside the slide thumbnail")
-    p.add_argument("grid", help="a grid file (<grids>/<slide_id>.parquet)")
-    p.add_argument("--out", required=True, help="PNG to write")
-    p.add_argument("--height", type=int, default=512, help="image height in pixels")
-    add_storage(p)
+    grid = ConfigOptions(p, "slidegrid.io.grids:read_grid", key="grid_file")
+    grid.add("uri", metavar="grid", help="a grid file (<grids>/<slide_id>.parquet)")
+    job_argument(p, "--out", required=True, help="PNG to write")
+    ConfigOptions(p, "slidegrid.preview:grid_preview", key="preview").add("--height", type=int,
+                                                                            help="image height in pixels")
+    add_storage(grid)
     p.set_defaults(func=_show)

@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import argparse
 
-from ..io.storage import parse_storage_options
 from .options import (
+    ConfigOptions,
     add_keep_ink,
     add_mpp_override,
     add_storage,
+    job_argument,
 )
 
 
 def _tissue(args: argparse.Namespace) -> int:
-    from ..geometry.tissue import TissueConfig, tissue_mask
+    from ..geometry.tissue import tissue_mask
     from ..io.archive import safe_slide_id
-    from ..io.slides import open_slide
     from ..io.storage import join
     from ..viz import overlay, save_png
 
-    opts = parse_storage_options(args.storage_options)
-    with open_slide(args.uri, opts, args.mpp_override, args.reader) as s:
-        mask = tissue_mask(s, TissueConfig(mpp=args.mpp, remove_ink=not args.keep_ink))
+    opts = args.slide.value(args, "storage_options")
+    with args.slide.build(args) as s:
+        mask = tissue_mask(s, args.tissue.build(args))
         thumb = s.thumbnail(max(args.overlay_mpp or mask.mpp, *s.mpp_xy))
     sid = safe_slide_id(args.uri)
     # --out may be a folder or an object-store prefix: save_png writes through storage.atomic_write.
@@ -39,11 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tissue", help="tissue mask of a slide (mask PNG + overlay PNG)",
                        description="Tissue mask of a slide (DigiPathAI's recipe with pen ink removed first): the mask "
                                    "PNG, and an overlay PNG with the tissue in green and the removed ink in magenta.")
-    p.add_argument("uri", help="slide path or URI")
-    p.add_argument("--out", required=True, help="output folder (or object-store prefix)")
-    p.add_argument("--mpp", type=float, default=8.0, help="mask resolution in µm/px (default 8)")
-    p.add_argument("--overlay-mpp", type=float, default=None, help="overlay resolution in µm/px (default: --mpp)")
-    add_keep_ink(p)
-    add_storage(p)
-    add_mpp_override(p)
+    slide = ConfigOptions(p, "slidegrid.io.slides:open_slide", key="slide")
+    tissue = ConfigOptions(p, "slidegrid.geometry.tissue:TissueConfig", key="tissue")
+    slide.add("uri", help="slide path or URI")
+    job_argument(p, "--out", required=True, help="output folder (or object-store prefix)")
+    tissue.add("--mpp", type=float, help="mask resolution in µm/px (default %(default)g)")
+    job_argument(p, "--overlay-mpp", type=float, default=None, help="overlay resolution in µm/px (default: --mpp)")
+    add_keep_ink(tissue)
+    add_storage(slide)
+    add_mpp_override(slide)
     p.set_defaults(func=_tissue)

@@ -4,51 +4,50 @@ from __future__ import annotations
 
 import argparse
 
-from ..io.storage import parse_storage_options
 from .options import (
+    ConfigOptions,
     add_placement,
     add_storage,
+    job_argument,
     metrics_text,
 )
 
 
-def add_train_arguments(p: argparse.ArgumentParser, concurrent: bool = False) -> None:
-    """Arguments of `slidegrid train` and (`concurrent` runs) `slidegrid tune`."""
-    p.add_argument("--grids", required=True, help="grid store written by `slidegrid encode`")
-    p.add_argument("--cohort", required=True, help="cohort table (slide_id, uri, label/target/annotation, fold)")
-    p.add_argument("--out", required=True, help="output folder (checkpoints, MLflow store, plots)")
-    p.add_argument("--model", default=None, help="attention | nic-cnn | ran-cnn | ran-lstm (default attention)")
-    p.add_argument("--task", default=None, help="classification | regression | segmentation")
-    p.add_argument("--recipe", default=None, choices=("paper", "none"),
-                   help="paper (default): the model's paper settings (optimizer, schedule in optimizer steps sized "
-                        "on the paper's cohort, augmentation; README 'Training recipes'); none: slidegrid's "
-                        "generic defaults. Explicit options still win and are recorded as recipe_overrides")
-    p.add_argument("--config", default=None, help="YAML file of training options (epochs, lr, optimizer, ...)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--val-fold", type=int, default=None, help="cohort fold for validation: early stopping and "
-                   "the model kept (default with --test-fold: the next fold)")
-    p.add_argument("--test-fold", type=int, default=None, help="cohort fold held out as the test set, scored once "
-                   "at the end with the selected model (test_* metrics with 95%% CIs); a `split` column "
-                   "(train|val|test) in the cohort does the same without fold flags")
-    p.add_argument("--storage", default=None, help="checkpoint storage (local path or s3://; default OUT/checkpoints)")
-    p.add_argument("--name", default=None, help="run name; the same name and storage resume a run")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
-    p.add_argument("--register-as", default=None, help="MLflow registered model name")
-    add_storage(p)
-    add_placement(p, reads=False, train=True, concurrent=concurrent)
+def add_train_arguments(p: argparse.ArgumentParser, concurrent: ConfigOptions | None = None) -> None:
+    """Arguments of `slidegrid train` and `slidegrid tune` (its `concurrent` sweep options take --max-concurrent):
+    the fields of TrainConfig, and --config, the YAML file of more of them."""
+    o = ConfigOptions(p, "slidegrid.train.aggregator.config:TrainConfig")
+    o.add("--grids", required=True, help="grid store written by `slidegrid encode`")
+    o.add("--cohort", required=True, help="cohort table (slide_id, uri, label/target/annotation, fold)")
+    o.add("--out", required=True, help="output folder (checkpoints, MLflow store, plots)")
+    o.add("--model", help="attention | nic-cnn | ran-cnn | ran-lstm (default %(default)s)")
+    o.add("--task", help="classification | regression | segmentation")
+    o.add("--recipe", choices=("paper", "none"),
+          help="paper (default): the model's paper settings (optimizer, schedule in optimizer steps sized on the "
+               "paper's cohort, augmentation; README 'Training recipes'); none: slidegrid's generic defaults. "
+               "Explicit options still win and are recorded as recipe_overrides")
+    job_argument(p, "--config", help="YAML file of training options (epochs, lr, optimizer, ...)")
+    o.add("--epochs", type=int)
+    o.add("--lr", type=float)
+    o.add("--batch-size", type=int)
+    o.add("--val-fold", type=int, help="cohort fold for validation: early stopping and the model kept (default "
+          "with --test-fold: the next fold)")
+    o.add("--test-fold", type=int, help="cohort fold held out as the test set, scored once at the end with the "
+          "selected model (test_* metrics with 95%% CIs); a `split` column (train|val|test) in the cohort does "
+          "the same without fold flags")
+    o.add("--storage", help="checkpoint storage (local path or s3://; default OUT/checkpoints)")
+    o.add("--name", help="run name; the same name and storage resume a run")
+    o.add("--tracking-uri", help="MLflow tracking URI (default: SQLite under --out)")
+    o.add("--register-as", help="MLflow registered model name")
+    add_storage(o)
+    add_placement(o, reads=False, train=True, concurrent=concurrent)
 
 
 def train_config(args: argparse.Namespace):
+    """The TrainConfig of a `train` or `tune` command line: recipe, then --config's YAML, then the flags given."""
     from ..train.aggregator.config import build_train_config
 
-    overrides = {k: getattr(args, k) for k in ("grids", "cohort", "out", "model", "task", "recipe", "epochs",
-                                               "lr", "batch_size", "val_fold", "test_fold", "workers", "gpus_per_worker",
-                                               "storage", "name", "tracking_uri", "register_as", "cpus_per_worker",
-                                               "start_timeout_s")}
-    overrides["storage_options"] = parse_storage_options(args.storage_options) or None
-    return build_train_config(overrides, args.config)
+    return build_train_config(args.options.given(args), args.config)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -86,6 +85,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Train attention / NIC CNN / RAN models on grids with Ray Train; every run, "
                        "metric, plot and model goes to MLflow.")
     add_train_arguments(p)
-    p.add_argument("--cv", action="store_true", help="k-fold cross-validation: one run per value of the cohort's "
+    job_argument(p, "--cv", action="store_true", help="k-fold cross-validation: one run per value of the cohort's "
                    "`fold` column, each fold the test set once (validation: the next fold); mean ± sd")
     p.set_defaults(func=_train)

@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from ..io.storage import parse_storage_options
 from .options import (
+    ConfigOptions,
     add_placement,
     add_storage,
-    given,
 )
 
 
 def _train_encoder(args: argparse.Namespace) -> int:
-    from ..train.encoder.config import EncoderTrainConfig
     from ..train.encoder.fit import fit_encoder
 
-    cfg = EncoderTrainConfig(
-        input=args.input, out=args.out, method=args.method, code_size=args.code_size, tile_size=args.tile_size,
-        mpp=args.mpp, width=args.width, depth=args.depth, epochs=args.epochs, tiles=args.tiles,
-        batch_size=args.batch_size, lr=args.lr, gamma=args.gamma, augment=not args.no_augment,
-        min_tissue=args.min_tissue, tissue_mpp=args.tissue_mpp, cpus_per_worker=args.cpus_per_worker,
-        storage=args.storage,
-        **given(args, "workers", "gpus_per_worker", "data_cpus", "start_timeout_s"),
-        name=args.name, tracking_uri=args.tracking_uri, register_as=args.register_as, mlflow=not args.no_mlflow,
-        seed=args.seed, storage_options=parse_storage_options(args.storage_options) or {},
-        train_split=args.train_split, val_split=args.val_split, val_tiles=args.val_tiles, crop_min=args.crop_min)
+    cfg = args.options.build(args)
     result = fit_encoder(cfg)
     first, last = result.history[0], result.history[-1]
     print(f"trained the {cfg.method} encoder (C={cfg.code_size}) for {len(result.history)} epochs: loss "
@@ -49,43 +38,43 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "supervised tile classifier, trained with Ray Train on tiles streamed from the slides by "
                        "Ray Data; writes OUT/encoder-METHOD.pt and registers it in MLflow. Use it with "
                        "`slidegrid encode --encoder METHOD --weights FILE|models:/NAME/VERSION`.")
-    p.add_argument("--input", required=True, help="archive: folder, glob, s3:// prefix or cohort table "
-                   "(supervised: a cohort with an `annotation` column); or, with --train-split, a labelled patch "
-                   "set: ROOT/<split>/<class>/*.png|jpg or a path,label,split CSV (needs --mpp)")
+    o = ConfigOptions(p, "slidegrid.train.encoder.config:EncoderTrainConfig")
+    o.add("--input", required=True, help="archive: folder, glob, s3:// prefix or cohort table (supervised: a "
+          "cohort with an `annotation` column); or, with --train-split, a labelled patch set: "
+          "ROOT/<split>/<class>/*.png|jpg or a path,label,split CSV (needs --mpp)")
     from ..encoders.learned import METHODS
 
-    p.add_argument("--method", required=True, choices=METHODS)
-    p.add_argument("--out", required=True, help="output folder (encoder file, checkpoints, MLflow store)")
-    p.add_argument("--code-size", type=int, default=128, help="embedding size C (NIC: 128)")
-    p.add_argument("--tile-size", type=int, default=None, help="tile side in pixels at --mpp (default: NIC's 128 "
-                   "on an archive, the patches' side on a patch set)")
-    p.add_argument("--mpp", type=float, default=None, help="µm/px of the tiles (default 0.5 on an archive); a "
-                   "patch set's pixel size, required there (PatchCamelyon: 0.97)")
-    p.add_argument("--train-split", default=None, help="patch set input: the split to train on (PCam: train); "
-                   "self-supervised methods ignore its labels, supervised uses them")
-    p.add_argument("--val-split", default=None, help="patch set input: the split scored every epoch (PCam: "
-                   "valid; never the test split); the epoch of lowest validation loss is kept (BiGAN: the last)")
-    p.add_argument("--val-tiles", type=int, default=1024, help="validation patches (contrastive: pairs) per epoch")
-    p.add_argument("--crop-min", type=int, default=None, help="contrastive on patches: crops of a pair have "
-                   "sides drawn from [CROP_MIN, tile size] px (default 2/3 of the tile size: 64 of 96)")
-    p.add_argument("--width", type=int, default=32, help="channels of the first conv layer (doubling per layer)")
-    p.add_argument("--depth", type=int, default=4, help="stride-2 conv layers (tile size must divide by 2^depth)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--tiles", type=int, default=4096, help="training tiles (contrastive: pairs) per epoch")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=None, help="Adam step (default 1e-3; BiGAN 2e-4)")
-    p.add_argument("--gamma", type=float, default=1.0, help="VAE: weight of the KL term (NIC Eq. 3)")
-    p.add_argument("--no-augment", action="store_true", help="no augmentation of single tiles (contrastive "
-                   "pairs are always augmented)")
-    p.add_argument("--min-tissue", type=float, default=0.5, help="min tissue fraction of a training tile")
-    p.add_argument("--tissue-mpp", type=float, default=8.0, help="resolution of the tissue mask (µm/px)")
-    p.add_argument("--storage", default=None, help="checkpoint storage (default OUT/checkpoints)")
-    p.add_argument("--name", default=None, help="run name; the same name and storage resume a run")
-    p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: SQLite under --out)")
-    p.add_argument("--register-as", default=None, help="MLflow registered model name "
-                   "(default slidegrid-encoder-METHOD)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not track or register the run")
-    p.add_argument("--seed", type=int, default=0)
-    add_storage(p)
-    add_placement(p, train=True)
+    o.add("--method", required=True, choices=METHODS)
+    o.add("--out", required=True, help="output folder (encoder file, checkpoints, MLflow store)")
+    o.add("--code-size", type=int, help="embedding size C (NIC: 128)")
+    o.add("--tile-size", type=int, help="tile side in pixels at --mpp (default: NIC's 128 on an archive, the "
+          "patches' side on a patch set)")
+    o.add("--mpp", type=float, help="µm/px of the tiles (default 0.5 on an archive); a patch set's pixel size, "
+          "required there (PatchCamelyon: 0.97)")
+    o.add("--train-split", help="patch set input: the split to train on (PCam: train); self-supervised methods "
+          "ignore its labels, supervised uses them")
+    o.add("--val-split", help="patch set input: the split scored every epoch (PCam: valid; never the test "
+          "split); the epoch of lowest validation loss is kept (BiGAN: the last)")
+    o.add("--val-tiles", type=int, help="validation patches (contrastive: pairs) per epoch")
+    o.add("--crop-min", type=int, help="contrastive on patches: crops of a pair have sides drawn from [CROP_MIN, "
+          "tile size] px (default 2/3 of the tile size: 64 of 96)")
+    o.add("--width", type=int, help="channels of the first conv layer (doubling per layer)")
+    o.add("--depth", type=int, help="stride-2 conv layers (tile size must divide by 2^depth)")
+    o.add("--epochs", type=int)
+    o.add("--tiles", type=int, help="training tiles (contrastive: pairs) per epoch")
+    o.add("--batch-size", type=int)
+    o.add("--lr", type=float, help="Adam step (default 1e-3; BiGAN 2e-4)")
+    o.add("--gamma", type=float, help="VAE: weight of the KL term (NIC Eq. 3)")
+    o.add("--no-augment", field="augment", action="store_false", help="no augmentation of single tiles "
+          "(contrastive pairs are always augmented)")
+    o.add("--min-tissue", type=float, help="min tissue fraction of a training tile")
+    o.add("--tissue-mpp", type=float, help="resolution of the tissue mask (µm/px)")
+    o.add("--storage", help="checkpoint storage (default OUT/checkpoints)")
+    o.add("--name", help="run name; the same name and storage resume a run")
+    o.add("--tracking-uri", help="MLflow tracking URI (default: SQLite under --out)")
+    o.add("--register-as", help="MLflow registered model name (default slidegrid-encoder-METHOD)")
+    o.add("--no-mlflow", field="mlflow", action="store_false", help="do not track or register the run")
+    o.add("--seed", type=int)
+    add_storage(o)
+    add_placement(o, train=True)
     p.set_defaults(func=_train_encoder)

@@ -331,7 +331,7 @@ def write_synthetic_slide(path: str, spec: SyntheticSpec = SyntheticSpec(),
     return render.truth()
 
 
-def synthesize_archive(out_dir: str, n: int, size: int = 4096, seed: int = 0, mpp: float | None = None,
+def synthesize_archive(out_dir: str, n: int = 8, size: int = 4096, seed: int = 0, mpp: float | None = None,
                        tumour_rate: float = 0.5, n_folds: int = 5, progress: bool = True,
                        tumours: tuple[int, int] = (1, 2),
                        tumour_radius_um: tuple[float, float] = SyntheticSpec.tumour_radius_um,

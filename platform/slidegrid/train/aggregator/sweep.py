@@ -73,7 +73,7 @@ def _trial(trial_config: dict[str, Any], fixed: dict[str, Any], callbacks: list,
     train_with_ray(cfg, callbacks=callbacks, plan=fixed["plan"], watch=False)
 
 
-def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int, max_concurrent: int | None = None,
+def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int = 8, max_concurrent: int | None = None,
                grace_epochs: int = 1) -> dict[str, Any]:
     """Run the sweep; returns the best config, metric and checkpoint, also saved as best.yaml in base.out.
 
