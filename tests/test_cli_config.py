@@ -60,6 +60,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 def test_unset_flags_give_the_configs_own_defaults(tmp_path):
     from slidegrid.analysis.burden_run import BurdenConfig
     from slidegrid.analysis.pn_stage_run import PnStageConfig
+    from slidegrid.cli.train import train_config
     from slidegrid.demo import DemoConfig
     from slidegrid.encode import EncodeConfig
     from slidegrid.probe_patches import ProbeConfig
@@ -67,8 +68,6 @@ def test_unset_flags_give_the_configs_own_defaults(tmp_path):
     from slidegrid.train.aggregator.config import build_train_config
     from slidegrid.train.encoder.config import EncoderTrainConfig
     from slidegrid.train.segmentation.config import SegTrainConfig
-
-    from slidegrid.cli.train import train_config
 
     t = str(tmp_path)
     args = _parse(["encode", t, "--out", t])
