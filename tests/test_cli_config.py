@@ -123,3 +123,20 @@ def test_a_bad_converted_flag_is_one_error_line(tmp_path, capsys):
     code = main(["encode", str(tmp_path), "--out", str(tmp_path / "g"), "--storage-options", "{not json"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and err[0].startswith("error: --storage-options: not valid JSON")
+
+
+def test_building_the_cli_imports_no_torch_and_help_reads_the_registries():
+    import subprocess
+    import sys
+
+    code = ("import sys; from slidegrid.cli import build_parser; build_parser(); "
+            "sys.exit('torch' in sys.modules or 'ray' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "`slidegrid --help` would import torch"
+    from slidegrid.models import registered
+
+    shown = " ".join(_commands()["train"].format_help().split())
+    assert " | ".join(registered("aggregator")) in shown
+    from slidegrid.train.segmentation.config import SEG_MODELS, recipe_defaults
+
+    shown = " ".join(_commands()["train-seg"].format_help().split())
+    assert " | ".join(SEG_MODELS) in shown and f"recipes: {recipe_defaults('lr')}" in shown

@@ -13,13 +13,18 @@ from typing import Any
 
 
 class ConfigHelpFormatter(argparse.HelpFormatter):
-    """Help whose `%(default)s` of a config option is the config field's default (the flag has none itself)."""
+    """Help whose `%(default)s` of a config option is the config field's default (the flag has none itself), and
+    whose text may come from a function (`ConfigOptions.add(help=callable)`: a registry read only for --help)."""
 
     def _expand_help(self, action: argparse.Action) -> str:
+        text_from = getattr(action, "help_from", None)
         lookup = getattr(action, "config_default", None)
-        if lookup is not None and "%(default)" in (action.help or ""):
+        if text_from is not None or (lookup is not None and "%(default)" in (action.help or "")):
             action = copy.copy(action)
-            action.default = lookup()
+            if text_from is not None:
+                action.help = text_from()
+            if lookup is not None:
+                action.default = lookup()
         return super()._expand_help(action)
 
 
@@ -57,8 +62,12 @@ class ConfigOptions:
     def add(self, *flags: str, field: str | None = None, convert: Callable[[Any], Any] | None = None,
             group: Any = None, **kw: Any) -> argparse.Action:
         """One flag of the field `field` (default: the flag's name, dashes as underscores). `convert` turns the
-        parsed value into the field's (it may raise ConfigError, which argparse's `type=` could not report)."""
+        parsed value into the field's (it may raise ConfigError, which argparse's `type=` could not report); a
+        callable `help` is called for --help only, so that building the parser imports no model registry."""
         target = group if group is not None else self.parser
+        help_from = kw.pop("help") if callable(kw.get("help")) else None
+        if help_from is not None:
+            kw["help"] = "-"  # replaced by ConfigHelpFormatter
         if flags[0].startswith("-"):
             name = field or flags[0].lstrip("-").replace("-", "_")
             if field and kw.get("action") is None and "metavar" not in kw:  # as argparse names the flag's own
@@ -68,6 +77,8 @@ class ConfigOptions:
             name = flags[0]
             action = target.add_argument(*flags, **kw)
         action.config_default = partial(self.default, name)
+        if help_from is not None:
+            action.help_from = help_from
         if convert is not None:
             self.converters[name] = convert
         self.actions.append(action)

@@ -13,6 +13,12 @@ from .options import (
 )
 
 
+def _aggregators() -> str:
+    from ..models import registered
+
+    return " | ".join(registered("aggregator")) + " (default %(default)s)"
+
+
 def add_train_arguments(p: argparse.ArgumentParser, concurrent: ConfigOptions | None = None) -> None:
     """Arguments of `slidegrid train` and `slidegrid tune` (its `concurrent` sweep options take --max-concurrent):
     the fields of TrainConfig, and --config, the YAML file of more of them."""
@@ -20,7 +26,7 @@ def add_train_arguments(p: argparse.ArgumentParser, concurrent: ConfigOptions | 
     o.add("--grids", required=True, help="grid store written by `slidegrid encode`")
     o.add("--cohort", required=True, help="cohort table (slide_id, uri, label/target/annotation, fold)")
     o.add("--out", required=True, help="output folder (checkpoints, MLflow store, plots)")
-    o.add("--model", help="attention | nic-cnn | ran-cnn | ran-lstm (default %(default)s)")
+    o.add("--model", help=_aggregators)
     o.add("--task", help="classification | regression | segmentation")
     o.add("--recipe", choices=("paper", "none"),
           help="paper (default): the model's paper settings (optimizer, schedule in optimizer steps sized on the "

@@ -26,9 +26,18 @@ def _train_seg(args: argparse.Namespace) -> int:
     return 0
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    from ..train.segmentation.config import LOSSES, SEG_MODELS, TINY_PATCH, recipe_defaults
+# The members' recipes live with the segmentation models (torch): read for --help only.
+def _config():
+    from ..train.segmentation import config
 
+    return config
+
+
+def _recipes(name: str) -> str:
+    return _config().recipe_defaults(name)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-seg", help="train tumour segmentation members / an ensemble on annotated slides",
                        description="Patches streamed from slides + annotations (Ray Data), one Ray Train run per "
                        "member, ensemble members on different folds in parallel (Ray Tune), tracked and "
@@ -36,24 +45,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     o = ConfigOptions(p, "slidegrid.train.segmentation.config:SegTrainConfig")
     o.add("--cohort", required=True, help="cohort table with slide_id, uri, fold and `annotation`")
     o.add("--out", required=True, help="output folder (checkpoints, ensemble.pt, MLflow store)")
-    o.add("--model", help=" | ".join(SEG_MODELS))
+    o.add("--model", help=lambda: " | ".join(_config().SEG_MODELS))
     o.add("--members", convert=comma_list, help="ensemble members, comma-separated (default: the paper's "
           "unet-densenet121,unet-inceptionresnetv2,deeplabv3plus-xception), one fold each")
     o.add("--epochs", type=int)
     # Unset recipe flags take each member's paper recipe (seg_config.SEG_RECIPES); given ones are recorded.
-    o.add("--loss", choices=LOSSES, help="hybrid: DigiPathAI's CE + Dice; bce: binary cross-entropy on the "
-          f"tumour channel (recipes: {recipe_defaults('loss')})")
-    o.add("--lr", type=float, help=f"Adam learning rate (recipes: {recipe_defaults('lr')})")
-    o.add("--l2", type=float, help="lambda of the L2 penalty on convolution kernels (recipes: "
-          f"{recipe_defaults('l2')})")
-    o.add("--lr-step", type=int, help=f"epochs between LR decays, 0: none (recipes: {recipe_defaults('lr_step')})")
+    o.add("--loss", help=lambda: "hybrid: DigiPathAI's CE + Dice; bce: binary "
+          f"cross-entropy on the tumour channel (recipes: {_recipes('loss')})")
+    o.add("--lr", type=float, help=lambda: f"Adam learning rate (recipes: {_recipes('lr')})")
+    o.add("--l2", type=float, help=lambda: f"lambda of the L2 penalty on convolution kernels (recipes: "
+          f"{_recipes('l2')})")
+    o.add("--lr-step", type=int, help=lambda: f"epochs between LR decays, 0: none (recipes: {_recipes('lr_step')})")
     o.add("--lr-gamma", type=float)
-    o.add("--freeze-epochs", type=int, help="epochs a pretrained encoder stays frozen; a randomly initialised one "
-          f"never is (recipes: {recipe_defaults('freeze_epochs')})")
+    o.add("--freeze-epochs", type=int, help=lambda: "epochs a pretrained encoder stays frozen; a randomly "
+          f"initialised one never is (recipes: {_recipes('freeze_epochs')})")
     o.add("--patience", type=int, help="early stopping patience on val loss (0: off)")
-    o.add("--batch-size", type=int, help=f"recipes: {recipe_defaults('batch_size')}")
-    o.add("--patch-size", type=int, help=f"training patch side in px (recipes: {recipe_defaults('patch_size')}; "
-          f"--tiny at most {TINY_PATCH})")
+    o.add("--batch-size", type=int, help=lambda: f"recipes: {_recipes('batch_size')}")
+    o.add("--patch-size", type=int, help=lambda: f"training patch side in px (recipes: {_recipes('patch_size')}; "
+          f"--tiny at most {_config().TINY_PATCH})")
     o.add("--mpp", type=float, help="patch resolution in µm/px (default %(default)s)")
     o.add("--mpps", convert=lambda text: tuple(float(m) for m in comma_list(text)),
           help="MRN resolutions, comma-separated (default mpp x 1,2,4,8)")
