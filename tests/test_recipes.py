@@ -38,6 +38,21 @@ def test_each_recipe_is_what_the_paper_states(model, task, expected, section):
     assert {k: getattr(cfg, k) for k in expected} == expected
 
 
+def test_every_aggregator_card_carries_a_recipe_for_what_it_predicts():
+    """Recipes sit on the model cards (next to each class): a new aggregator registers its own, and every
+    setting a recipe names is a TrainConfig field."""
+    from dataclasses import fields
+
+    from slidegrid.models import model_card, registered
+
+    known = {f.name for f in fields(TrainConfig)}
+    for name in registered("aggregator"):
+        card = model_card(name)
+        assert ("segmentation" in card.recipes) == card.per_cell, name
+        for task, recipe in card.recipes.items():
+            assert recipe_for(name, task) is recipe and set(recipe.settings) <= known, (name, task)
+
+
 def test_recipe_grids_and_budgets_follow_the_papers():
     attention = recipe_for("attention", "classification")
     # §III.A: WSIs processed at 2 µm/px in 224 x 224 patches; §III.C: 64 attention filters per set.

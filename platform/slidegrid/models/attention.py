@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .registry import ModelCard, register_model
+from .registry import ModelCard, Recipe, register_model
 
 VARIANTS = {"minmax": ("max", "min"), "max": ("max",), "average": ("avg",), "avgmax": ("avg", "max")}
 
@@ -61,5 +61,23 @@ class AttentionClassifier(nn.Module):
         return self.head(torch.tanh(v).flatten(1))
 
 
+PAPER = "papers/attention-gigapixel-classifier.txt"
+# Attention §III.A: Camelyon16's 270 training WSIs, each augmented by 9 transformations; §III.B: 35 epochs at
+# batch 64. Per epoch: 270 x 9 grids -> ceil(2430 / 64) = 38 optimizer steps, 1,330 in all.
+_ATTENTION_CLS = Recipe(
+    source=f"{PAPER} §III.A, §III.B, §III.C",
+    settings={"optimizer": "sgd", "lr": 1e-3, "epochs": 35, "lr_step": 20, "lr_gamma": 0.1, "batch_size": 64,
+              "samples_per_epoch": 270 * 9, "augment": True, "patience": 0},
+    grid_mpp=2.0, grid_tile=224, model_kwargs={"maps": 64},
+    notes="SGD 1e-3 x0.1 after 20 of 35 epochs, batch 64, 9 transforms + 4 µm/px copies (§III.A-B); "
+          "64 attention maps per set (§III.C)")
+# TUPAC16 (§III.A): 492 training cases; MSE + Adam 1e-4, no step decay stated (§III.B).
+_ATTENTION_REG = Recipe(
+    source=f"{PAPER} §III.A, §III.B, §III.C",
+    settings={"optimizer": "adam", "lr": 1e-4, "epochs": 35, "lr_step": 0, "batch_size": 64,
+              "samples_per_epoch": 492 * 9, "augment": True, "patience": 0},
+    grid_mpp=2.0, grid_tile=224, model_kwargs={"maps": 64},
+    notes="MSE + Adam 1e-4, 35 epochs at batch 64 (§III.B)")
 register_model("attention", AttentionClassifier, ModelCard(
-    "aggregator", "papers/attention-gigapixel-classifier.txt §II.B", heatmap="maps"))
+    "aggregator", f"{PAPER} §II.B", heatmap="maps",
+    recipes={"classification": _ATTENTION_CLS, "regression": _ATTENTION_REG}))

@@ -28,7 +28,7 @@ from scipy import ndimage
 from torch import nn
 
 from ..io.grids import TRANSFORMS, dihedral
-from .registry import ModelCard, register_model
+from .registry import ModelCard, Recipe, register_model
 
 if TYPE_CHECKING:
     from ..io.grids import Grid
@@ -198,4 +198,13 @@ def gradcam(model: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = None,
     return cam[0, 0].detach().numpy()
 
 
-register_model("nic-cnn", NICCNN, ModelCard("aggregator", "papers/nic-neural-image-compression.txt §3.2", view="crop"))
+PAPER = "papers/nic-neural-image-compression.txt"
+# NIC §3.2 (crops R x R, 8 dihedral transforms), §4.3 (R = 400, T = 10, P = S = 128, C = 128). The optimizer
+# and epochs are in the paper's supplementary material, which we do not have: ours.
+_NIC = Recipe(
+    source=f"{PAPER} §3.2, §4.3",
+    settings={"crop": 400, "test_crops": 10, "optimizer": "adam", "lr": 1e-4, "epochs": 50, "lr_step": 0},
+    grid_tile=128, unstated=("optimizer", "lr", "epochs"),
+    notes="R=400 training crops, T=10 test crops x 8 dihedral transforms (§3.2, §4.3)")
+register_model("nic-cnn", NICCNN, ModelCard("aggregator", f"{PAPER} §3.2", view="crop",
+                                            recipes={"classification": _NIC, "regression": _NIC}))

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .registry import ModelCard, register_model
+from .registry import ModelCard, Recipe, register_model
 
 
 class SubgridModel(nn.Module):
@@ -186,6 +186,19 @@ class RANLSTM(SubgridModel):
         return self.out(x)
 
 
-for _name, _cls in (("ran-cnn", RANCNN), ("ran-lstm", RANLSTM)):
-    register_model(_name, _cls, ModelCard("aggregator", "papers/ran-representation-aggregation-networks.txt §3",
-                                          per_cell=True, view="subgrid"))
+PAPER = "papers/ran-representation-aggregation-networks.txt"
+# RAN §4 "Training Details": 28K class-balanced 8x8 2D-grids per epoch; RAN-CNN Adam, batch 64, converged after
+# 4 epochs (lr not stated: Adam's default); RAN-LSTM Adam 1e-4, x0.5 every 2 epochs, batch 10, 25 epochs.
+_RAN_CNN = Recipe(
+    source=f"{PAPER} §4 'Model Specification', 'Training Details'",
+    settings={"optimizer": "adam", "lr": 1e-3, "epochs": 4, "lr_step": 0, "batch_size": 64, "subgrid": 8,
+              "samples_per_epoch": 28_000, "patience": 0},
+    grid_tile=224, unstated=("lr",), notes="28K 8x8 sub-grids per epoch, Adam, batch 64, 4 epochs (§4)")
+_RAN_LSTM = Recipe(
+    source=f"{PAPER} §4 'Model Specification', 'Training Details'",
+    settings={"optimizer": "adam", "lr": 1e-4, "epochs": 25, "lr_step": 2, "lr_gamma": 0.5, "batch_size": 10,
+              "subgrid": 8, "samples_per_epoch": 28_000, "patience": 0},
+    grid_tile=224, notes="28K 8x8 sub-grids per epoch, Adam 1e-4 x0.5 every 2 epochs, batch 10, 25 epochs (§4)")
+for _name, _cls, _recipe in (("ran-cnn", RANCNN, _RAN_CNN), ("ran-lstm", RANLSTM, _RAN_LSTM)):
+    register_model(_name, _cls, ModelCard("aggregator", f"{PAPER} §3", per_cell=True, view="subgrid",
+                                          recipes={"segmentation": _recipe}))

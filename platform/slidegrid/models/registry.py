@@ -3,11 +3,25 @@ is, and config, training, inference, `predict` and the CLI read the card instead
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A paper's training settings for one (model, task): TrainConfig values, and the grid they were made for
+    (train/aggregator/recipes.py reads and checks them)."""
+
+    source: str  # paper and section the values come from
+    settings: Mapping[str, Any]  # TrainConfig field -> value
+    grid_mpp: float | None = None  # µm/px of the tiles the paper encoded (None: not stated)
+    grid_tile: int | None = None  # tile side in px the paper encoded
+    unstated: tuple[str, ...] = ()  # settings the paper does not give (ours, recorded as such)
+    notes: str = ""
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -22,6 +36,7 @@ class ModelCard:
     # half-overlapping windows at test time).
     view: str = "whole"
     heatmap: str = "gradcam"  # what `predict` draws: "maps" (the model's attention_maps) or "gradcam" (NIC §3.3)
+    recipes: Mapping[str, Recipe] = field(default_factory=dict)  # aggregators: the paper's recipe per task
 
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}

@@ -23,7 +23,7 @@ class TrainConfig:
     out: str
     model: str = "attention"
     task: str = "classification"
-    recipe: str = "none"  # "paper": the paper's settings (train/aggregator/recipes.py; build_train_config's default)
+    recipe: str = "none"  # "paper": the model card's recipe (models/registry.Recipe; build_train_config's default)
     recipe_overrides: tuple[str, ...] = ()  # settings the user changed from the recipe (recorded in MLflow)
     epochs: int = 35
     lr: float = 1e-3
