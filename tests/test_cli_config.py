@@ -88,6 +88,16 @@ def test_unset_flags_give_the_configs_own_defaults(tmp_path):
     assert args.options.build(args) == BurdenConfig(segment_out=t)
     args = _parse(["pn-stage", "--features", "f.csv", "--cohort", "c.csv"])
     assert args.options.build(args) == PnStageConfig(features="f.csv", cohort="c.csv")
+    from slidegrid.predict import PredictConfig
+    from slidegrid.train.aggregator.sweep import TuneConfig, load_space
+
+    args = _parse(["predict", "--grids", t, "--model", "models:/m/1", "--out", t])
+    assert args.options.build(args) == PredictConfig(grids=t, model="models:/m/1", out=t)
+    space = tmp_path / "space.yaml"
+    space.write_text("metric: val_loss\nmode: min\nparams: {lr: {loguniform: [1.0e-4, 1.0e-2]}}\n")
+    args = _parse(["tune", "--grids", t, "--cohort", "c.csv", "--out", t, "--space", str(space)])
+    base = build_train_config({"grids": t, "cohort": "c.csv", "out": t})
+    assert args.sweep.build(args, train=train_config(args)) == TuneConfig(train=base, space=load_space(str(space)))
 
 
 def test_given_flags_reach_their_fields(tmp_path):

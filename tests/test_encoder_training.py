@@ -26,7 +26,7 @@ from slidegrid.io.grids import grid_uri, read_grid
 from slidegrid.synth.slides import synthesize_archive
 from slidegrid.train.encoder.config import EncoderTrainConfig
 from slidegrid.train.encoder.data import plan_archive, read_batch, sample_pairs, sample_rows, to_columns
-from slidegrid.train.encoder.fit import fit_encoder
+from slidegrid.train.encoder.fit import run_train_encoder
 from slidegrid.train.encoder.loop import method_for, to_tensors
 
 TILE, MPP, BATCH = 32, 1.0, 32
@@ -230,7 +230,7 @@ def test_probe_supervised_and_contrastive_beat_mean_rgb(archive, trained):
 @pytest.mark.slow
 def test_train_encoder_with_ray_two_workers_registers_and_encodes_an_archive(archive, tmp_path, ray_local):
     cfg = _cfg(archive, "vae", out=str(tmp_path / "run"), epochs=2, workers=2)
-    result = fit_encoder(cfg)
+    result = run_train_encoder(cfg)
     assert [h["epoch"] for h in result.history] == [0, 1] and result.history[-1]["tiles"] == 256
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     # MLflow: the run, its metrics and the registered embedder.

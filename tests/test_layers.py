@@ -3,6 +3,7 @@ ones, with no cycle between units; imports inside functions count (that is where
 
 from __future__ import annotations
 
+import inspect
 import ast
 import subprocess
 import sys
@@ -124,3 +125,22 @@ def test_public_api_resolves_every_name():
             "missing = [n for n in sg.__all__ if getattr(sg, n, None) is None]; assert not missing, missing;"
             "from slidegrid.encode import run_encode; assert sg.run_encode is run_encode")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_job_is_run_job_of_its_config_returning_its_report():
+    """`run_<job>(<Job>Config) -> <Job>Report` for every job of the public API, each pair exported with it."""
+    import typing
+
+    import slidegrid as sg
+
+    jobs = [n for n in sg.__all__ if n.startswith("run_")]
+    assert {"run_encode", "run_segment", "run_train", "run_tune", "run_predict", "run_train_encoder",
+            "run_train_seg", "run_probe", "run_pn_stage", "run_burden", "run_demo"} <= set(jobs)
+    for name in jobs:
+        fn = getattr(sg, name)
+        hints = typing.get_type_hints(fn)
+        params = [p for p in inspect.signature(fn).parameters.values() if p.default is inspect.Parameter.empty]
+        assert len(params) == 1, f"{name} takes one config, not {[p.name for p in params]}"
+        config, report = hints[params[0].name], hints["return"]
+        assert config.__name__.endswith("Config") and report.__name__.endswith("Report"), (name, config, report)
+        assert getattr(sg, config.__name__) is config and getattr(sg, report.__name__) is report, name

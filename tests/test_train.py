@@ -21,7 +21,7 @@ from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.io.annotations import Annotation, write_geojson
 from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 from slidegrid.train.aggregator.config import build_train_config
-from slidegrid.train.aggregator.fit import fit
+from slidegrid.train.aggregator.fit import run_train
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +59,7 @@ def _cfg(root, out, **kw):
 
 @pytest.mark.slow
 def test_attention_learns_with_two_workers_and_is_tracked(cohort, tmp_path, capsys):
-    result = fit(_cfg(cohort, tmp_path / "run", workers=2, test_fold=3))
+    result = run_train(_cfg(cohort, tmp_path / "run", workers=2, test_fold=3))
     assert len(result.history) == 12
     # The test fold (4 slides nobody trained or selected on), scored once: chance is 0.5.
     assert result.test["test_auc"] > 0.9
@@ -116,7 +116,7 @@ def test_killed_worker_resumes_from_last_checkpoint(cohort, tmp_path):
                               args=(str(tmp_path / "r" / "checkpoints"), done, killed))
     killer.start()
     try:
-        result = fit(cfg, log_to_mlflow=False)
+        result = run_train(cfg, log_to_mlflow=False)
     finally:
         done.set()
         killer.join()
@@ -139,11 +139,11 @@ def test_regression_and_segmentation_learn_what_the_data_says(cohort, tmp_path):
     from slidegrid.train.aggregator.data import cell_labels
 
     known = grids_with_a_known_target(tmp_path)
-    reg = fit(_cfg(tmp_path, tmp_path / "g", grids=str(tmp_path / "grids"), cohort=known, val_fold=None,
+    reg = run_train(_cfg(tmp_path, tmp_path / "g", grids=str(tmp_path / "grids"), cohort=known, val_fold=None,
                    task="regression", recipe="none", epochs=15, report_every=15), log_to_mlflow=False)
     assert reg.test["test_spearman"] > 0.8, reg.test
 
-    seg = fit(_cfg(cohort, tmp_path / "s", model="ran-cnn", task="segmentation", recipe="none", test_fold=3,
+    seg = run_train(_cfg(cohort, tmp_path / "s", model="ran-cnn", task="segmentation", recipe="none", test_fold=3,
                    epochs=40, report_every=40, subgrid=8, batch_size=4, model_kwargs={"width": 16}),
               log_to_mlflow=False)
     labels = []
@@ -259,8 +259,8 @@ def test_test_labels_never_steer_training(cohort, tmp_path):
     flipped.loc[test, "label"] = flipped.loc[test, "label"].map({"tumor": "normal", "normal": "tumor"})
     flipped.to_csv(tmp_path / "flipped.csv", index=False)
     kw = dict(test_fold=3, epochs=4, model_kwargs={"maps": 4})
-    a = fit(_cfg(cohort, tmp_path / "a", **kw), log_to_mlflow=False)
-    b = fit(_cfg(cohort, tmp_path / "b", cohort=str(tmp_path / "flipped.csv"), **kw), log_to_mlflow=False)
+    a = run_train(_cfg(cohort, tmp_path / "a", **kw), log_to_mlflow=False)
+    b = run_train(_cfg(cohort, tmp_path / "b", cohort=str(tmp_path / "flipped.csv"), **kw), log_to_mlflow=False)
     from slidegrid.train.checkpoints import read_state
 
     sa, sb = read_state(a.checkpoint_dir), read_state(b.checkpoint_dir)

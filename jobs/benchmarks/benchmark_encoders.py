@@ -4,7 +4,7 @@ Table 1 (a linear probe on frozen embeddings, tumour vs non-tumour patches) besi
     python jobs/benchmarks/benchmark_encoders.py [--quick] [--out DIR]
 
 One run: synthetic archives (one to train the encoders on, another for the probe, so that the supervised
-encoder never saw the probe's labels), `fit_encoder` per method and worker count (Ray Data tile stream, Ray
+encoder never saw the probe's labels), `run_train_encoder` per method and worker count (Ray Data tile stream, Ray
 Train; tiles/s of the last epoch), then the probe on the 1-worker encoders. Prints markdown tables.
 """
 
@@ -29,7 +29,7 @@ SETTINGS = {
 def train_row(root: str, method: str, workers: int, s: dict) -> tuple[dict, str]:
     """Train one encoder; its last epoch's throughput and loss, and the encoder file."""
     from slidegrid.train.encoder.config import EncoderTrainConfig
-    from slidegrid.train.encoder.fit import fit_encoder
+    from slidegrid.train.encoder.fit import run_train_encoder
     from slidegrid.train.runner import plan_training
 
     cfg = EncoderTrainConfig(input=os.path.join(root, "train", "cohort.csv"),
@@ -37,8 +37,8 @@ def train_row(root: str, method: str, workers: int, s: dict) -> tuple[dict, str]
                              code_size=s["code_size"], tile_size=s["tile_size"], mpp=s["mpp"], width=s["width"],
                              depth=s["depth"], epochs=s["epochs"], tiles=s["tiles"], batch_size=s["batch_size"],
                              workers=workers, mlflow=False)
-    per_worker = plan_training(cfg, reads=True).cpus_per_worker  # what fit_encoder plans (placement.py)
-    result = fit_encoder(cfg)
+    per_worker = plan_training(cfg, reads=True).cpus_per_worker  # what run_train_encoder plans (placement.py)
+    result = run_train_encoder(cfg)
     first, last = result.history[0], result.history[-1]
     return {"method": method, "workers": workers, "cpus_per_worker": per_worker, "tiles_per_epoch": last["tiles"],
             "epoch_s": last["epoch_seconds"], "tiles_per_s": last["tiles_per_s"], "loss_first": first["train_loss"],

@@ -5,7 +5,7 @@
 One run, two tables, with wall times:
 
 (a) Patch probe, real PatchCamelyon patches (96 px at 0.97 µm/px): the VAE, contrastive, BiGAN and supervised
-    encoders trained by `fit_encoder` on `train/` (validation `valid/`, never `test/`), each probed on `test/`
+    encoders trained by `run_train_encoder` on `train/` (validation `valid/`, never `test/`), each probed on `test/`
     by `run_probe` (standardized logistic regression and k-NN, k = 20, fitted on `train/`; 95% bootstrap CIs)
     beside its random-weights twin; the floors: mean-RGB (`run_probe`), colour mean + std + 16-bin histograms
     per channel (computed here, the same probes) and a random ResNet-18 (`--resnet18`: 4 min on 2 cores;
@@ -60,9 +60,9 @@ def _fmt(r: dict, k: str) -> str:
 # -- (a) patches -------------------------------------------------------------------------------------------
 
 def train_encoders(root: str, out: str, s: dict, methods: list[str]) -> dict[str, dict]:
-    """fit_encoder per method on train/ (validation valid/); encoder file, epochs, best epoch, seconds."""
+    """run_train_encoder per method on train/ (validation valid/); encoder file, epochs, best epoch, seconds."""
     from slidegrid.train.encoder.config import EncoderTrainConfig
-    from slidegrid.train.encoder.fit import fit_encoder
+    from slidegrid.train.encoder.fit import run_train_encoder
 
     trained = {}
     for m in methods:
@@ -71,7 +71,7 @@ def train_encoders(root: str, out: str, s: dict, methods: list[str]) -> dict[str
                                  depth=s["depth"], epochs=s["epochs"][m], tiles=s["tiles"], batch_size=64,
                                  val_tiles=s["val_tiles"], mlflow=False)
         t0 = time.perf_counter()
-        r = fit_encoder(cfg)
+        r = run_train_encoder(cfg)
         h = r.history
         trained[m] = {"file": r.encoder_file, "epochs": len(h), "best_epoch": r.best_epoch,
                       "seconds": time.perf_counter() - t0, "train_loss": (h[0]["train_loss"], h[-1]["train_loss"]),
@@ -260,7 +260,7 @@ def slide_table(root: str, out: str, s: dict, encoder: str, weights: str, attent
     """Table (b) as markdown lines, and the tissue check's lines."""
     from slidegrid.encode import EncodeConfig, run_encode
     from slidegrid.train.aggregator.config import build_train_config
-    from slidegrid.train.aggregator.fit import fit
+    from slidegrid.train.aggregator.fit import run_train
 
     t0 = time.perf_counter()
     cohort, texture = build_cohort(root, out, s)
@@ -285,7 +285,7 @@ def slide_table(root: str, out: str, s: dict, encoder: str, weights: str, attent
             cfg = build_train_config({"grids": grids, "cohort": cohort, "model": model, "workers": 2,
                                       "out": os.path.join(out, "train", f"{name}-{model}"), **extra})
             t0 = time.perf_counter()
-            result = fit(cfg, log_to_mlflow=False)
+            result = run_train(cfg, log_to_mlflow=False)
             r = held_out_row(model, cfg, result, time.perf_counter() - t0, radius)
             lines.append(f"| {name} | {model} | {r['recipe']} | {r['train/val/test slides']} | "
                          f"{r['test AUC (95% CI)']} | {r['test accuracy (95% CI)']} | "

@@ -58,7 +58,7 @@ def _write_random_grids(root: str, n: int, side: int, c: int) -> str:
 def throughput_row(root: str, model: str, workers: int) -> dict:
     """Train 2 epochs with Ray Train; grids/s from the workers' epoch timings."""
     from slidegrid.train.aggregator.config import build_train_config
-    from slidegrid.train.aggregator.fit import fit
+    from slidegrid.train.aggregator.fit import run_train
 
     task = "segmentation" if model.startswith("ran-") else "classification"
     cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": os.path.join(root, "cohort.csv"),
@@ -66,7 +66,7 @@ def throughput_row(root: str, model: str, workers: int) -> dict:
                               "workers": workers,
                               "val_fold": 0, "patience": 0, "crop": 64, "test_crops": 1, "subgrid": 8,
                               "batch_size": 1, "model_kwargs": MODELS[model]})
-    result = fit(cfg, log_to_mlflow=False)
+    result = run_train(cfg, log_to_mlflow=False)
     last = result.history[-1]
     # Each of the W workers trains on its shard of the training grids in parallel during the epoch.
     return {"grids_per_s": last["train_grids"] / last["epoch_seconds"]}
@@ -77,14 +77,14 @@ def cadence_row(root: str, report_every: int, epochs: int, poll_s: str) -> dict:
     Ray Train's controller polling every `poll_s` seconds (set before this process starts Ray)."""
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = poll_s
     from slidegrid.train.aggregator.config import build_train_config
-    from slidegrid.train.aggregator.fit import fit
+    from slidegrid.train.aggregator.fit import run_train
 
     cfg = build_train_config({"grids": os.path.join(root, "grids"), "cohort": os.path.join(root, "cohort.csv"),
                               "out": tempfile.mkdtemp(), "model": "attention", "recipe": "none", "epochs": epochs,
                               "workers": 1, "val_fold": 0, "patience": 0, "report_every": report_every,
                               "model_kwargs": MODELS["attention"]})
     t0 = time.perf_counter()
-    result = fit(cfg, log_to_mlflow=False)
+    result = run_train(cfg, log_to_mlflow=False)
     return {"wall_s": time.perf_counter() - t0, "compute_s": sum(h["epoch_seconds"] for h in result.history)}
 
 
@@ -193,7 +193,7 @@ def results(n: int, models: list[str], epochs: int | None) -> list[dict]:
     import pandas as pd
 
     from slidegrid.train.aggregator.config import build_train_config
-    from slidegrid.train.aggregator.fit import fit
+    from slidegrid.train.aggregator.fit import run_train
 
     root = tempfile.mkdtemp()
     cohort = _synthetic_cohort(root, n)
@@ -206,7 +206,7 @@ def results(n: int, models: list[str], epochs: int | None) -> list[dict]:
                                   "out": os.path.join(root, model_name), "test_fold": 0, "workers": 2,
                                   "epochs": epochs, **extra})
         t0 = time.perf_counter()
-        result = fit(cfg, log_to_mlflow=False)
+        result = run_train(cfg, log_to_mlflow=False)
         rows.append(held_out_row(model_name, cfg, result, time.perf_counter() - t0, radius))
     return rows
 

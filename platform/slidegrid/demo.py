@@ -53,13 +53,26 @@ def _tissue_overlays(cohort: str, out: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def run_demo(cfg: DemoConfig) -> dict:
-    """Run every stage and return the numbers of the final report."""
+@dataclass(frozen=True)
+class DemoReport:
+    """The final report of a demo run: what it made, the held-out test metrics and where everything went."""
+
+    slides: int
+    tiles: int
+    test: dict[str, float]  # test_auc, test_accuracy (+ _ci_low/_ci_high) of the selected model
+    model: str | None  # MLflow model URI
+    mlflow: str  # the command that shows the runs
+    tissue_overlays: str
+    grids: str
+
+
+def run_demo(cfg: DemoConfig) -> DemoReport:
+    """Run every stage, print their progress and the final report, and return it."""
     from .encode import EncodeConfig, run_encode
     from .io.manifest import summarize
     from .synth.slides import synthesize_archive
     from .train.aggregator.config import build_train_config
-    from .train.aggregator.fit import fit
+    from .train.aggregator.fit import run_train
 
     out = os.path.abspath(cfg.out)
     print(f"[1/5] synthesizing {cfg.slides} slides of {cfg.size}x{cfg.size} px in {out}/archive"
@@ -91,15 +104,17 @@ def run_demo(cfg: DemoConfig) -> dict:
                                     **split,
                                     "report_every": cfg.report_every,
                                     "tracking_uri": f"sqlite:///{out}/mlflow.db"})
-    result = fit(train_cfg)
+    result = run_train(train_cfg)
     print("[5/5] report")
-    report = {"slides": cfg.slides, "tiles": counts["tiles"],
-              # Fold 0 (texture: the test/-patch slides) is the test set: never trained on, never used to pick
-              # the model (fold 1, texture: the valid/-patch slides, validates).
-              "test_auc": _with_ci(result.test, "test_auc"), "test_accuracy": _with_ci(result.test, "test_accuracy"),
-              "model": result.model_uri, "mlflow": f"mlflow ui --backend-store-uri sqlite:///{out}/mlflow.db",
-              "tissue_overlays": os.path.join(out, "tissue"), "grids": os.path.join(out, "grids")}
-    for k, v in report.items():
+    # Fold 0 (texture: the test/-patch slides) is the test set: never trained on, never used to pick the model
+    # (fold 1, texture: the valid/-patch slides, validates).
+    report = DemoReport(slides=cfg.slides, tiles=counts["tiles"], test=dict(result.test), model=result.model_uri,
+                        mlflow=f"mlflow ui --backend-store-uri sqlite:///{out}/mlflow.db",
+                        tissue_overlays=os.path.join(out, "tissue"), grids=os.path.join(out, "grids"))
+    shown = {"slides": report.slides, "tiles": report.tiles, "test_auc": _with_ci(report.test, "test_auc"),
+             "test_accuracy": _with_ci(report.test, "test_accuracy"), "model": report.model,
+             "mlflow": report.mlflow, "tissue_overlays": report.tissue_overlays, "grids": report.grids}
+    for k, v in shown.items():
         print(f"  {k:18s} {v}")
     return report
 

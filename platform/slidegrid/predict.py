@@ -6,6 +6,7 @@ import csv
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -63,10 +64,33 @@ def score_predictions(rows: list[dict[str, Any]], cohort: str, classes: list[str
     return out
 
 
-def predict(grids: str, model_uri: str, out_dir: str, tracking_uri: str | None = None, heatmaps: bool = True,
-            storage_options: Mapping[str, Any] | None = None, cohort: str | None = None) -> str:
-    """Predict every grid in `grids`; writes predictions.csv (+ heatmaps/) to out_dir and returns the CSV path.
-    With a labelled `cohort`, also metrics.json: the predicted slides scored (`score_predictions`)."""
+@dataclass(frozen=True)
+class PredictConfig:
+    """Everything `slidegrid predict` takes."""
+
+    grids: str  # grid store written by `slidegrid encode`
+    model: str  # MLflow model URI (models:/name/version or runs:/id/model)
+    out: str  # output folder: predictions.csv, heatmaps/, metrics.json
+    tracking_uri: str | None = None  # where `model` is registered
+    heatmaps: bool = True
+    cohort: str | None = None  # labels (or targets) to score the predicted slides against
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PredictReport:
+    """One row per grid (slide_id, prediction, class probabilities p_<class> / cells called positive), where they
+    went, and the scores against the cohort's labels (empty without a cohort or when it labels none)."""
+
+    rows: list[dict[str, Any]]
+    predictions: str  # path of predictions.csv
+    heatmaps: str | None  # folder of heatmap PNGs
+    metrics: dict[str, float]
+
+
+def run_predict(config: PredictConfig) -> PredictReport:
+    """Predict every grid in `config.grids` with the aggregator at `config.model`: predictions.csv (+ heatmaps/)
+    in `config.out`; with a labelled cohort also metrics.json, the predicted slides scored (`score_predictions`)."""
     import mlflow
     import torch
 
@@ -74,9 +98,10 @@ def predict(grids: str, model_uri: str, out_dir: str, tracking_uri: str | None =
     from .train.aggregator.data import GridCache
     from .train.aggregator.inference import predict_grid
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
-    model, name, classes = load_model(model_uri)
+    grids, out_dir, storage_options = config.grids, config.out, config.storage_options
+    if config.tracking_uri:
+        mlflow.set_tracking_uri(config.tracking_uri)
+    model, name, classes = load_model(config.model)
     fs, path = filesystem(grids, storage_options)
     files = sorted(f for f in fs.ls(path, detail=False) if f.endswith(".parquet")
                    and not os.path.basename(f).startswith(("_", ".")) and not f.endswith(MANIFEST_NAME))
@@ -100,8 +125,9 @@ def predict(grids: str, model_uri: str, out_dir: str, tracking_uri: str | None =
         else:
             row["positive_cells"] = int((out.argmax(0).numpy() == 1)[mask].sum())
         rows.append(row)
-    if cohort:
-        scored = score_predictions(rows, cohort, classes, storage_options)
+    scored: dict[str, float] = {}
+    if config.cohort:
+        scored = score_predictions(rows, config.cohort, classes, storage_options)
         with open(os.path.join(out_dir, "metrics.json"), "w") as f:
             json.dump(scored, f, indent=1)
     csv_path = os.path.join(out_dir, "predictions.csv")
@@ -109,8 +135,9 @@ def predict(grids: str, model_uri: str, out_dir: str, tracking_uri: str | None =
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    if heatmaps:
+    hdir = None
+    if config.heatmaps:
         hdir = join(out_dir, "heatmaps")
         os.makedirs(hdir, exist_ok=True)
         write_heatmaps(model, name, uris, cache, hdir, storage_options)
-    return csv_path
+    return PredictReport(rows, csv_path, hdir, scored)

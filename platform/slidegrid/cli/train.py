@@ -59,7 +59,7 @@ def train_config(args: argparse.Namespace):
 def _train(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..train.aggregator.fit import cross_validate, fit
+    from ..train.aggregator.fit import cross_validate, run_train
 
     cfg = train_config(args)
     if args.cv:
@@ -71,7 +71,7 @@ def _train(args: argparse.Namespace) -> int:
         print(f"{len(per_fold)}-fold cross-validation, each fold the test set once (validation: the next fold): "
               + ", ".join(f"{k} {v.mean():.4f} ± {v.std(ddof=1):.4f}" for k, v in values.items()))
         return 0
-    result = fit(cfg)
+    result = run_train(cfg)
     shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val_", "train_loss"))}
     print(f"trained {cfg.model} ({cfg.task}) for {len(result.history)} epochs: {shown}")
     best = result.history[-1].get("best_epoch") if result.history else None

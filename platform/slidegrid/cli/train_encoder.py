@@ -12,10 +12,10 @@ from .options import (
 
 
 def _train_encoder(args: argparse.Namespace) -> int:
-    from ..train.encoder.fit import fit_encoder
+    from ..train.encoder.fit import run_train_encoder
 
     cfg = args.options.build(args)
-    result = fit_encoder(cfg)
+    result = run_train_encoder(cfg)
     first, last = result.history[0], result.history[-1]
     print(f"trained the {cfg.method} encoder (C={cfg.code_size}) for {len(result.history)} epochs: loss "
           f"{first['train_loss']:.4g} -> {last['train_loss']:.4g}, {last['tiles_per_s']:.1f} tiles/s")

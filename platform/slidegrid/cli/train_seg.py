@@ -13,10 +13,10 @@ from .options import (
 
 
 def _train_seg(args: argparse.Namespace) -> int:
-    from ..train.segmentation.fit import summary, train_segmentation
+    from ..train.segmentation.fit import run_train_seg, summary
 
     cfg = args.options.build(args)
-    report = train_segmentation(cfg)
+    report = run_train_seg(cfg)
     for row in summary(report):
         print(f"member {row['member']} (validated on fold {row['val_fold']}): best epoch {row['epoch']}, "
               f"val_loss {row['val_loss']:.4f}, val_dice {row['val_dice']:.4f}; encoder weights "

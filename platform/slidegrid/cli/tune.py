@@ -9,10 +9,12 @@ from .train import add_train_arguments, train_config
 
 
 def _tune(args: argparse.Namespace) -> int:
-    summary = args.sweep.build(args, base=train_config(args))
-    print(f"best {summary['metric']} = {summary['best_value']:.4f} with {summary['best_params']}")
-    print(f"best checkpoint: {summary['best_checkpoint']}")
-    print(f"saved: {args.out.rstrip('/')}/best.yaml; mlflow sweep run {summary['mlflow_run_id']}")
+    from ..train.aggregator.sweep import run_tune
+
+    report = run_tune(args.sweep.build(args, train=train_config(args)))
+    print(f"best {report.metric} = {report.best_value:.4f} with {report.best_params}")
+    print(f"best checkpoint: {report.best_checkpoint}")
+    print(f"saved: {report.best_yaml}; mlflow sweep run {report.mlflow_run_id}")
     return 0
 
 
@@ -27,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Ray Tune trials of Ray Train runs over a YAML search space, ASHA stopping the "
                        "weak ones early (a stopped trial frees its workers at once); OUT/best.yaml and MLflow runs "
                        "nested under the sweep.")
-    sweep = ConfigOptions(p, "slidegrid.train.aggregator.sweep:tune_sweep", key="sweep")
+    sweep = ConfigOptions(p, "slidegrid.train.aggregator.sweep:TuneConfig", key="sweep")
     add_train_arguments(p, concurrent=sweep)
     sweep.add("--space", required=True, convert=_space,
               help="search space YAML (params: {lr: {loguniform: [1e-4, 1e-2]}})")

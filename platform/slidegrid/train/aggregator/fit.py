@@ -17,7 +17,7 @@ from .recipes import check_grid, recipe_for
 
 
 @dataclass
-class FitResult:
+class TrainReport:
     """What a training run produced."""
 
     metrics: dict[str, Any]  # last reported epoch
@@ -44,7 +44,7 @@ def train_with_ray(cfg: TrainConfig, callbacks: list | None = None, plan: RunPla
                        cfg.max_failures, callbacks, watch=watch)
 
 
-def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None = None) -> FitResult:
+def run_train(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None = None) -> TrainReport:
     """Train (resuming if a run of the same name exists in storage), then track and register the model."""
 
     from .data import load_examples
@@ -68,10 +68,10 @@ def fit(cfg: TrainConfig, log_to_mlflow: bool = True, parent_run_id: str | None 
         test = score_test_set(cfg, load_checkpoint_model(ckpt_dir, cfg)[0], split.test)
         if log_to_mlflow:
             run_id, model_uri = log_training_run(cfg, history, ckpt_dir, test, split, parent_run_id=parent_run_id)
-    return FitResult(dict(result.metrics or {}), history, ckpt_dir, run_id, model_uri, test)
+    return TrainReport(dict(result.metrics or {}), history, ckpt_dir, run_id, model_uri, test)
 
 
-def cross_validate(cfg: TrainConfig) -> dict[int, FitResult]:
+def cross_validate(cfg: TrainConfig) -> dict[int, TrainReport]:
     """k-fold cross-validation over the cohort's `fold` column: each fold is the test set once, validated on the
     next fold in order (it selects the model), trained on the rest (NIC §4's protocol, rotated)."""
     from dataclasses import replace
@@ -84,5 +84,5 @@ def cross_validate(cfg: TrainConfig) -> dict[int, FitResult]:
     if len(folds) < 3:
         raise ConfigError(cfg.cohort, "cross-validation needs a `fold` column with at least 3 values (train, "
                                       "validation and test folds)")
-    return {k: fit(replace(cfg, test_fold=k, val_fold=None, name=None, out=os.path.join(cfg.out, f"fold{k}")))
+    return {k: run_train(replace(cfg, test_fold=k, val_fold=None, name=None, out=os.path.join(cfg.out, f"fold{k}")))
             for k in folds}

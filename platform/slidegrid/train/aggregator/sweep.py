@@ -73,13 +73,46 @@ def _trial(trial_config: dict[str, Any], fixed: dict[str, Any], callbacks: list,
     train_with_ray(cfg, callbacks=callbacks, plan=fixed["plan"], watch=False)
 
 
-def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int = 8, max_concurrent: int | None = None,
-               grace_epochs: int = 1) -> dict[str, Any]:
-    """Run the sweep; returns the best config, metric and checkpoint, also saved as best.yaml in base.out.
+@dataclass(frozen=True)
+class TuneConfig:
+    """Everything `slidegrid tune` takes: the training run each trial varies, the search space, the sweep's size."""
 
-    `max_concurrent` trials at once (default: as many as the cluster fits, placement.plan_runs); ASHA stops
-    trials after `grace_epochs` epochs at the earliest, and a stopped trial frees its Train workers at once
-    (train/trials.py).
+    train: TrainConfig
+    space: SweepSpace
+    trials: int = 8
+    max_concurrent: int | None = None  # trials at once (None: as many as the cluster fits, placement.plan_runs)
+    grace_epochs: int = 1  # ASHA: epochs a trial runs before it may be stopped
+
+    def __post_init__(self) -> None:
+        if self.trials < 1:
+            raise ConfigError("--trials", "must be at least 1")
+        if self.grace_epochs < 1:
+            raise ConfigError("--grace-epochs", "must be at least 1")
+        if self.max_concurrent is not None and self.max_concurrent < 1:
+            raise ConfigError("--max-concurrent", "must be at least 1")
+
+
+@dataclass(frozen=True)
+class TuneReport:
+    """The best trial of a sweep (also in `best_yaml`) and the sweep's MLflow run."""
+
+    metric: str
+    mode: str
+    best_value: float
+    best_params: dict[str, Any]
+    best_checkpoint: str | None
+    trials: int
+    stopped_early: int  # trials ASHA (or early stopping) ended before their last epoch
+    best_yaml: str
+    mlflow_run_id: str | None
+
+
+def run_tune(config: TuneConfig) -> TuneReport:
+    """Run the sweep: `trials` Ray Train runs of `config.train` with values drawn from the space; the best is
+    saved as best.yaml in the training run's out folder.
+
+    ASHA stops trials after `grace_epochs` epochs at the earliest, and a stopped trial frees its Train workers at
+    once (train/trials.py).
     """
     from ray.tune.schedulers import ASHAScheduler
 
@@ -87,26 +120,26 @@ def tune_sweep(base: TrainConfig, space: SweepSpace, trials: int = 8, max_concur
     from ..trials import CHECKPOINT_PATH, run_trials, trial_for
     from .registry import log_sweep
 
-    plan = plan_training(base, runs=trials, max_concurrent=max_concurrent, trials=True)
+    base, space = config.train, config.space
+    plan = plan_training(base, runs=config.trials, max_concurrent=config.max_concurrent, trials=True)
     os.makedirs(base.out, exist_ok=True)
     storage = base.storage or os.path.abspath(os.path.join(base.out, "tune"))
     grid = run_trials(trial_for(_trial, "TrainTrial"), _tune_space(space), {"base": base.to_dict()}, plan,
-                      base.name or "sweep", storage, what="tune sweep", num_samples=trials,
+                      base.name or "sweep", storage, what="tune sweep", num_samples=config.trials,
                       metric=space.metric, mode=space.mode,
-                      scheduler=ASHAScheduler(grace_period=grace_epochs, max_t=base.epochs, time_attr="epoch"))
+                      scheduler=ASHAScheduler(grace_period=config.grace_epochs, max_t=base.epochs, time_attr="epoch"))
     if not any(r.metrics and space.metric in r.metrics for r in grid):
         errors = [str(r.error).strip().splitlines()[-1] for r in grid if r.error]
         raise ConfigError("tune", f"no trial reported {space.metric}" + (f"; the first failed with: {errors[0][:300]}"
                                                                          if errors else ""))
     best = grid.get_best_result(metric=space.metric, mode=space.mode, scope="all")
-    best_params = dict(best.config)
     summary = {"metric": space.metric, "mode": space.mode, "best_value": float(best.metrics[space.metric]),
-               "best_params": best_params, "best_checkpoint": best.metrics.get(CHECKPOINT_PATH),
+               "best_params": dict(best.config), "best_checkpoint": best.metrics.get(CHECKPOINT_PATH),
                "trials": len(grid), "stopped_early": sum(_stopped_early(r, base.epochs) for r in grid)}
-    with open(os.path.join(base.out, "best.yaml"), "w") as f:
+    best_yaml = os.path.join(base.out, "best.yaml")
+    with open(best_yaml, "w") as f:
         yaml.safe_dump(summary, f, sort_keys=False)
-    summary["mlflow_run_id"] = log_sweep(base, space, grid)
-    return summary
+    return TuneReport(**summary, best_yaml=best_yaml, mlflow_run_id=log_sweep(base, space, grid))
 
 
 def _stopped_early(result, epochs: int) -> bool:

@@ -12,7 +12,7 @@ from .config import EncoderTrainConfig
 
 
 @dataclass
-class EncoderFitResult:
+class EncoderTrainReport:
     """What an encoder training run produced."""
 
     history: list[dict[str, Any]]  # every epoch's metrics
@@ -23,7 +23,7 @@ class EncoderFitResult:
     best_epoch: int | None = None  # the epoch (from 0) saved as the encoder when validation selected it
 
 
-def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
+def run_train_encoder(cfg: EncoderTrainConfig) -> EncoderTrainReport:
     """Train one encoder with Ray Train on tiles streamed from the archive, or on the patches of a patch set's
     training split validated on its validation split (resuming a run of the same name). The encoder file
     holds the epoch of lowest validation loss when there is validation (BiGAN: the last), else the last."""
@@ -51,4 +51,4 @@ def fit_encoder(cfg: EncoderTrainConfig) -> EncoderFitResult:
 
         run_id, model_uri = log_encoder_run(cfg, state["history"], method, path)
     best = state["best"]["epoch"] if "best" in state else None
-    return EncoderFitResult(state["history"], path, ckpt_dir, run_id, model_uri, best)
+    return EncoderTrainReport(state["history"], path, ckpt_dir, run_id, model_uri, best)

@@ -169,7 +169,7 @@ def _spec(cfg: SegTrainConfig) -> dict[str, Any]:
             "std": list(IMAGENET_STD), "names": list(cfg.member_names)}
 
 
-def train_segmentation(cfg: SegTrainConfig) -> SegTrainReport:
+def run_train_seg(cfg: SegTrainConfig) -> SegTrainReport:
     """Train the member(s), write OUT/ensemble.pt, track and register the ensemble in MLflow."""
     from ...models.seg_ensemble import save_ensemble
 
