@@ -3,8 +3,8 @@ ones, with no cycle between units; imports inside functions count (that is where
 
 from __future__ import annotations
 
-import inspect
 import ast
+import inspect
 import subprocess
 import sys
 from collections import defaultdict
