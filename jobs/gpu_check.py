@@ -1,7 +1,7 @@
 """GPU check: slidegrid's GPU paths on one GPU, in one process, in at most five minutes; prints one table.
 
     python jobs/gpu_check.py                       # on a GPU machine: ViT-L (UNI) + ResNet-50, bf16
-    python jobs/gpu_check.py --device cpu --tiny   # what tests/test_gpu_check.py runs: tiny models, seconds
+    python jobs/gpu_check.py --device cpu --tiny   # what tests/jobs/test_gpu_check.py runs: tiny models, seconds
 
 Rows:
   encode      the encode actor (`slidegrid.encode.EncodeActor`, as Ray Data runs it, here called in-process)

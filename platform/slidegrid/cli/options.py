@@ -36,7 +36,7 @@ class ConfigOptions:
     the flag has no default of its own (`argparse.SUPPRESS`): unset, it is absent from the parsed namespace and
     the dataclass's default applies; `--help` shows that default where the help text asks for `%(default)s`.
     A bool field is a switch: `store_true` for a field that defaults to False, `store_false` (`--no-mlflow`,
-    `--keep-ink`) for one that defaults to True; tests/test_cli_config.py checks every flag against its field.
+    `--keep-ink`) for one that defaults to True; tests/cli/test_cli_config.py checks every flag against its field.
     The config class is named by "module:Class" and imported only when a command runs or shows its help, so
     `slidegrid --help` stays free of torch.
     """
@@ -136,7 +136,7 @@ def _same(value: Any) -> Any:
 
 def job_argument(p: Any, *flags: str, **kw: Any) -> argparse.Action:
     """An argument of the job itself, not a config field (a slide to inspect, the YAML file a config is read
-    from, a mode such as --cv); marked so that tests/test_cli_config.py can tell it from a forgotten mapping."""
+    from, a mode such as --cv); marked so that tests/cli/test_cli_config.py can tell it from a forgotten mapping."""
     action = p.add_argument(*flags, **kw)
     action.job_argument = True
     return action

@@ -94,7 +94,7 @@ class _DarkInk(NamedTuple):
 # H&E takes hues from about 240° (haematoxylin, blue-purple) round to 350° (eosin, pink). "Sure" pixels start a
 # stroke; "rim" pixels (paler ink, ink over tissue) are taken only when a stroke reaches them. Measured on all
 # 8,000 real H&E PatchCamelyon patches at 7.75 µm/px, the sure colours hold 0.001% of the pixels (none at all
-# in CMU-1 and a TCGA frozen section) and no sure stroke forms in them (tests/test_tissue.py).
+# in CMU-1 and a TCGA frozen section) and no sure stroke forms in them (tests/geometry/test_tissue.py).
 _SURE_COLOURS = (
     _InkColour((75.0, 225.0), 0.20),  # green, teal and blue ink: no H&E hue
     _InkColour((345.0, 20.0), 0.65),  # red ink: eosin's hue, far more saturated (~0.9; eosin, blood <= 0.65)

@@ -14,7 +14,7 @@ transformers:
     `trust_remote_code`: Hibou's card loads custom modelling code written for transformers 4 (its config
     imports `transformers.onnx`, gone in transformers 5); its checkpoint is the standard DINOv2-with-registers
     layout and loads here without that code;
-  * exactness is tested, not assumed: tests/test_presets_hf.py saves the real transformers classes (ViTModel,
+  * exactness is tested, not assumed: tests/encoders/test_presets_hf.py saves the real transformers classes (ViTModel,
     Dinov2Model, Dinov2WithRegistersModel; transformers is a test-only dependency) with random weights in the
     Hub's cache layout and file names, loads them offline through the preset and compares embeddings.
 

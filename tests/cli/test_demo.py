@@ -27,7 +27,7 @@ def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
     """`slidegrid demo` as a user runs it: the console script in its own process (its own Ray), from a folder laid
     out like the repository root (./slidegrid-demo, jobs/configs), so the README's relative paths work there."""
     root = tmp_path_factory.mktemp("repo")
-    (root / "jobs").symlink_to(Path(__file__).resolve().parents[1] / "jobs")
+    (root / "jobs").symlink_to(Path(__file__).resolve().parents[2] / "jobs")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     env.pop("RAY_ADDRESS", None)
     proc = subprocess.run([sys.executable, "-m", "slidegrid.cli", "demo", "--slides", "8", "--size", "1024",
@@ -67,7 +67,7 @@ def test_demo_runs_every_stage_and_reports_where_things_are(demo_run):
 
 
 def _readme_tune_command() -> list[str]:
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     found = re.search(r"^\.venv/bin/slidegrid (tune .*?)\n(?!\s)", text.replace("\\\n", " "), re.M | re.S)
     assert found, "the README lost its tune example"
     return shlex.split(found.group(1))

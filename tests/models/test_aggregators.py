@@ -326,7 +326,7 @@ def test_a_model_registers_with_its_card_and_the_trainer_reads_it(tmp_path, monk
     x, m, _ = slide_batch(cfg, [_Example()], _Cache(), np.random.default_rng(0))
     assert x.shape[-2:] == (4, 4), "the card's crop view did not reach training"
 
-    package = Path(__file__).resolve().parents[1] / "platform" / "slidegrid"
+    package = Path(__file__).resolve().parents[2] / "platform" / "slidegrid"
     names = "|".join(re.escape(n) for n in registered())
     branches = [f"{p.relative_to(package)}: {line.strip()}" for p in package.rglob("*.py")
                 for line in p.read_text().splitlines() if re.search(rf"[=!]= ?[\"']({names})[\"']", line)]

@@ -22,7 +22,7 @@ from slidegrid.io.manifest import read_manifest
 from slidegrid.stream.staging import STAGING
 from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TILE = 64
 
 

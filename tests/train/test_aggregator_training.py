@@ -49,7 +49,7 @@ def cohort(tmp_path_factory, ray_local):
 
 
 def _cfg(root, out, **kw):
-    # Generic settings sized for these tiny grids (tests/test_recipes.py covers the papers' recipes).
+    # Generic settings sized for these tiny grids (tests/train/test_aggregator_recipes.py covers the papers' recipes).
     base = {"grids": str(root / "grids"), "cohort": str(root / "cohort.csv"), "out": str(out), "val_fold": 0,
             "recipe": "none", "optimizer": "adam", "lr": 0.01, "patience": 0, "epochs": 12,
             "model_kwargs": {"maps": 4}}
@@ -204,7 +204,7 @@ def test_config_errors_name_the_option(tmp_path):
 def test_shipped_sweep_space_is_valid_and_applies_to_a_config():
     from slidegrid.train.aggregator.sweep import apply_trial, load_space
 
-    space = load_space(os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "attention-sweep.yaml"))
+    space = load_space(os.path.join(os.path.dirname(__file__), "..", "..", "jobs", "configs", "attention-sweep.yaml"))
     assert space.metric == "val_loss" and "model_kwargs.maps" in space.params
     base = build_train_config({"grids": "g", "cohort": "c", "out": "o"})
     trial = apply_trial(base, {"lr": 0.005, "optimizer": "adam", "weight_decay": 1e-5, "model_kwargs.maps": 16}, "t0")

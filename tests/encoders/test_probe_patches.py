@@ -17,7 +17,7 @@ from slidegrid.encoders.patches import decode_patches, read_patch_set
 from slidegrid.errors import ConfigError
 from slidegrid.probe_patches import ProbeConfig, run_probe
 
-PCAM = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realworld" / "patches" / "pcam"
+PCAM = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "realworld" / "patches" / "pcam"
 SIDE = 32
 AMPLITUDE = 40
 

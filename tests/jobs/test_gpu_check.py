@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "jobs" / "gpu_check.py"
 
 # Runs the script with these packages unimportable, except segmentation-models-pytorch from the zip in SMP_ZIP.

@@ -16,7 +16,7 @@ from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid
 from slidegrid.io.manifest import read_manifest
 from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,7 @@ def test_cohort_duplicate_ids(tmp_path):
 
 # -- cohort tables as people make them (../shared/data/realworld/cases/14-cohort-table-defects) ---------------
 
-CASES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "realworld" / "cases" / "14-cohort-table-defects"
+CASES = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "realworld" / "cases" / "14-cohort-table-defects"
 
 
 @pytest.fixture

@@ -236,7 +236,7 @@ def test_override_outside_plausible_range_is_refused(pyramid, override):
 
 def test_benchmark_read_quick_prints_one_table():
     """Smoke test of jobs/benchmarks/benchmark_read.py: every step runs in its own process and lands in one table."""
-    script = Path(__file__).resolve().parents[1] / "jobs" / "benchmarks" / "benchmark_read.py"
+    script = Path(__file__).resolve().parents[2] / "jobs" / "benchmarks" / "benchmark_read.py"
     proc = subprocess.run([sys.executable, str(script), "--quick", "--tiles", "40"], capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -10,7 +10,7 @@ import pytest
 import tomllib
 import yaml
 
-CLUSTER = Path(__file__).resolve().parents[1] / "cluster"
+CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 REPO = CLUSTER.parent
 
 # Required fields of the KubeRay v1 CRDs (ray-operator config/crd/bases, strictest of the 1.x releases).

@@ -1,7 +1,7 @@
 """Pen ink, blank glass and faint tissue through `encode` (issue 11, item 5): what the tissue mask does to grids.
 
 The archive links the case inputs of ../shared/data/realworld/cases/15-tissue-pen-faint-blank (never copied into the
-repository); the ink and tissue boxes are those of tests/test_tissue.py, in 8 µm/px mask pixels (rows, cols).
+repository); the ink and tissue boxes are those of tests/geometry/test_tissue.py, in 8 µm/px mask pixels (rows, cols).
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import os
 import numpy as np
 import pytest
 
+from _pen_cases import PEN, PEN_CASES
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.io.grids import grid_uri, read_grid
-from test_tissue import PEN, PEN_CASES
 
 LINKS = {"red": "pen_red_on_tissue.tif", "green": "pen_green_on_tissue.tif", "blue": "wsi_blue_pen.tif",
          "mosaic": "tile_mosaic.tif", "blank": "blank_glass.tif", "faint": "faint_tissue.tif"}
