@@ -170,6 +170,7 @@ def test_train_run_that_cannot_start_fails_with_one_line(ray_local, tmp_path, mo
 @pytest.mark.timeout(600)
 def test_encode_on_a_cluster_whose_only_worker_has_one_cpu(tmp_path, ray_local):
     from slidegrid.encode import EncodeConfig, run_encode
+    from slidegrid.geometry.tiling import GridSpec
     from slidegrid.io.grids import grid_uri, read_grid
     from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
@@ -184,8 +185,8 @@ def test_encode_on_a_cluster_whose_only_worker_has_one_cpu(tmp_path, ray_local):
         assert got["plan"]["num_cpus"] + got["plan"]["read_cpus"] <= 1.0
     # The same grids as on the session's Ray (4 CPUs): the placement changes where, never what.
     ref = tmp_path / "ref"
-    run_encode(EncodeConfig(input=str(archive), out=str(ref), tile_size=64, dtype="float32", mlflow=False,
-                            progress=False))
+    run_encode(EncodeConfig(input=str(archive), out=str(ref), dtype="float32", mlflow=False, progress=False,
+                            grid=GridSpec(tile_size=64)))
     for sid in ("s0", "s1"):
         a, b = read_grid(grid_uri(str(ref), sid)), read_grid(grid_uri(str(out / "mean-rgb"), sid))
         oa, ob = np.lexsort((a.col, a.row)), np.lexsort((b.col, b.row))

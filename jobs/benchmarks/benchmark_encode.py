@@ -255,8 +255,9 @@ def run_slidegrid(archive: str, out: str, tile: int, encoder: str, batch: int) -
 
     init_ray()
     random = encoder.startswith("timm:") or find_preset(encoder) is not None
-    cfg = EncodeConfig(input=archive, out=out, encoder=encoder, weights="random" if random else None, tile_size=tile,
-                       batch_size=batch, mlflow=False, progress=False, overwrite=True)
+    cfg = EncodeConfig(input=archive, out=out, encoder=encoder, weights="random" if random else None,
+                       batch_size=batch, mlflow=False, progress=False, overwrite=True,
+                       grid=GridSpec(tile_size=tile))
     log = os.path.join(out, ".arrivals")
     _time_the_actors(log)
     t0 = time.time()  # Ray is up (a cluster is, in production); everything after it is timed

@@ -259,6 +259,7 @@ def slide_table(root: str, out: str, s: dict, encoder: str, weights: str, attent
                 ) -> tuple[list[str], list[str]]:
     """Table (b) as markdown lines, and the tissue check's lines."""
     from slidegrid.encode import EncodeConfig, run_encode
+    from slidegrid.geometry.tiling import GridSpec
     from slidegrid.train.aggregator.config import build_train_config
     from slidegrid.train.aggregator.fit import run_train
 
@@ -273,8 +274,8 @@ def slide_table(root: str, out: str, s: dict, encoder: str, weights: str, attent
     for name, weights_ in (("mean-rgb", None), (encoder, weights)):
         grids = os.path.join(out, "grids", name)
         t0 = time.perf_counter()
-        run_encode(EncodeConfig(input=cohort, out=grids, encoder=name, weights=weights_, tile_size=96, mpp=MPP,
-                                dtype="float32", mlflow=False, progress=False))
+        run_encode(EncodeConfig(input=cohort, out=grids, encoder=name, weights=weights_, dtype="float32",
+                                mlflow=False, progress=False, grid=GridSpec(tile_size=96, mpp=MPP)))
         enc_s = time.perf_counter() - t0
         print(f"encoded {name} in {enc_s:.0f} s", flush=True)
         if not check:

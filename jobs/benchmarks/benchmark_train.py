@@ -121,6 +121,7 @@ def _synthetic_cohort(root: str, n: int) -> str:
     """n synthetic slides, half with one lesion of radius 15-300 µm (sub-tile to large, NIC Fig. 6), in 4 folds
     balanced by label; mean-rgb grids on 64-px tiles. Returns the cohort path; radii in `radius_um`."""
     from slidegrid.encode import EncodeConfig, run_encode
+    from slidegrid.geometry.tiling import GridSpec
     from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
     rows = []
@@ -139,8 +140,8 @@ def _synthetic_cohort(root: str, n: int) -> str:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    run_encode(EncodeConfig(input=cohort, out=os.path.join(root, "grids"), tile_size=64, dtype="float32",
-                            mlflow=False, progress=False))
+    run_encode(EncodeConfig(input=cohort, out=os.path.join(root, "grids"), dtype="float32", mlflow=False,
+                            progress=False, grid=GridSpec(tile_size=64)))
     return cohort
 
 

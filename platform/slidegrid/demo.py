@@ -69,6 +69,7 @@ class DemoReport:
 def run_demo(cfg: DemoConfig) -> DemoReport:
     """Run every stage, print their progress and the final report, and return it."""
     from .encode import EncodeConfig, run_encode
+    from .geometry.tiling import GridSpec
     from .io.manifest import summarize
     from .synth.slides import synthesize_archive
     from .train.aggregator.config import build_train_config
@@ -93,8 +94,8 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
     print(table.to_string(index=False, max_rows=12))
     print(f"[3/5] encoding with {cfg.encoder} on Ray Data")
     results = run_encode(EncodeConfig(input=cohort, out=os.path.join(out, "grids"), encoder=cfg.encoder,
-                                      tile_size=224, mpp=mpp, dtype="float32",
-                                      tracking_uri=f"sqlite:///{out}/mlflow.db")).results
+                                      dtype="float32", tracking_uri=f"sqlite:///{out}/mlflow.db",
+                                      grid=GridSpec(tile_size=224, mpp=mpp))).results
     counts = summarize(results)
     print(f"      {counts['ok']} slides ok, {counts['failed']} failed, {counts['tiles']} tiles")
     print(f"[4/5] training the attention classifier with Ray Train ({cfg.workers} workers)")

@@ -34,7 +34,7 @@ from . import __version__
 from .encoders import EncoderSpec, build_encoder
 from .encoders.preset import find_preset
 from .errors import ConfigError, error_text
-from .geometry.tiling import GridSpec, tile_grid
+from .geometry.tiling import DEFAULT_MPP, DEFAULT_TILE_SIZE, GridSpec, tile_grid
 from .geometry.tissue import TissueConfig, tissue_mask
 from .io.archive import SlideRecord, scan_archive
 from .io.grids import TRANSFORMS, dihedral, grid_table, grid_uri, read_grid_meta, write_grid
@@ -54,9 +54,6 @@ from .stream import (
 
 log = logging.getLogger(__name__)
 
-# Tile geometry of encoders other than presets (a preset's default is its native one).
-DEFAULT_TILE_SIZE = 224
-DEFAULT_MPP = 0.5
 # Tiles per plan chunk: big enough to amortize task overhead, small enough to spread one slide over workers.
 CHUNK_TILES = 256
 # `--batch-size auto`: tiles per batch Ray Data hands an encoder actor. On a GPU the actor then probes, once, the
@@ -74,13 +71,10 @@ class EncodeConfig:
     out: str
     encoder: str = "mean-rgb"
     weights: str | None = None
-    # None: the preset's native geometry for a foundation-model preset, else DEFAULT_MPP / DEFAULT_TILE_SIZE.
-    mpp: float | None = None
-    tile_size: int | None = None
-    stride: int | None = None
-    min_tissue: float = 0.25
-    tissue_mpp: float = 8.0
-    remove_ink: bool = True  # pen/marker ink left out of the tissue mask (tissue.ink_mask)
+    # The tile grid; an unchosen mpp / tile size is a foundation-model preset's native one, else DEFAULT_MPP /
+    # DEFAULT_TILE_SIZE (resolved on construction: `grid` is always complete afterwards).
+    grid: GridSpec = field(default_factory=GridSpec)
+    tissue: TissueConfig = field(default_factory=TissueConfig)  # the tissue mask (pen ink left out by default)
     batch_size: int | str = "auto"  # tiles per encoder batch, or "auto" (AUTO_BATCH; probed on a GPU actor)
     dtype: str = "float16"
     overwrite: bool = False
@@ -107,32 +101,20 @@ class EncodeConfig:
         if self.actors is not None and self.actors < 1:
             raise ConfigError("--actors", "must be at least 1")
         check_reader(self.reader)
-        GridSpec(mpp=self.mpp, tile_size=self.tile_size, stride=self.stride, min_tissue=self.min_tissue)
-        TissueConfig(mpp=self.tissue_mpp)
 
     def _resolve_geometry(self) -> None:
-        """Unset tile size / mpp become the preset's native ones (else 224 px at 0.5 µm/px); another geometry
-        for a preset is a warning naming the native one (tiles are resized to the model's input anyway)."""
+        """An unchosen tile size / mpp becomes the preset's native one (else 224 px at 0.5 µm/px); another
+        geometry for a preset is a warning naming the native one (tiles are resized to the model's input)."""
         preset = find_preset(self.encoder)
         tile, mpp = (preset.tile_size, preset.mpp) if preset else (DEFAULT_TILE_SIZE, DEFAULT_MPP)
-        if preset and ((self.tile_size is not None and self.tile_size != tile)
-                       or (self.mpp is not None and abs(self.mpp - mpp) > 1e-9)):
+        grid = self.grid
+        if preset and ((grid.tile_size is not None and grid.tile_size != tile)
+                       or (grid.mpp is not None and abs(grid.mpp - mpp) > 1e-9)):
             log.warning("%s was trained on %d-px tiles at %g µm/px (%g µm across); encoding %d-px tiles at %g µm/px "
                         "instead (resized to its %d-px input). Leave out --tile-size/--mpp for the native geometry",
-                        preset.name, tile, mpp, tile * mpp, self.tile_size or tile, self.mpp or mpp,
+                        preset.name, tile, mpp, tile * mpp, grid.tile_size or tile, grid.mpp or mpp,
                         preset.input_size)
-        object.__setattr__(self, "tile_size", tile if self.tile_size is None else self.tile_size)
-        object.__setattr__(self, "mpp", mpp if self.mpp is None else self.mpp)
-
-    @property
-    def grid_spec(self) -> GridSpec:
-        """Tile grid geometry."""
-        return GridSpec(mpp=self.mpp, tile_size=self.tile_size, stride=self.stride, min_tissue=self.min_tissue)
-
-    @property
-    def tissue(self) -> TissueConfig:
-        """Tissue mask settings."""
-        return TissueConfig(mpp=self.tissue_mpp, remove_ink=self.remove_ink)
+        object.__setattr__(self, "grid", grid.resolved(mpp, tile))
 
 
 def encoder_meta(config: EncodeConfig) -> dict[str, Any]:
@@ -145,7 +127,7 @@ def encoder_meta(config: EncodeConfig) -> dict[str, Any]:
 def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
     """Hash of every setting that changes the numbers in a grid (not paths, batch size or placement)."""
     settings = {
-        "encoder": config.encoder, "weights": weights_digest, "grid": asdict(config.grid_spec),
+        "encoder": config.encoder, "weights": weights_digest, "grid": asdict(config.grid),
         "tissue": asdict(config.tissue), "dtype": config.dtype, "mpp_override": config.mpp_override,
         "reader": config.reader,
     }
@@ -161,7 +143,7 @@ def settings_hash(config: EncodeConfig, weights_digest: str) -> str:
 def _plan(uri: str, opts: str, mpp_override: float | None, config: EncodeConfig):
     slide = open_slide_cached(uri, opts, mpp_override, config.reader)
     mask = tissue_mask(slide, config.tissue)
-    return slide, mask, tile_grid(slide.info.dimensions, slide.mpp_xy, config.grid_spec, mask)
+    return slide, mask, tile_grid(slide.info.dimensions, slide.mpp_xy, config.grid, mask)
 
 
 def _marker(slide_id: str, uri: str, status: str, error: str, meta: dict) -> dict:
@@ -186,7 +168,7 @@ def plan_slide(rec: dict, config: EncodeConfig, digest: str, shash: str) -> list
     meta.update({
         **grid.geometry(), "encoder": config.encoder, **encoder_meta(config), "weights_digest": digest,
         "settings_hash": shash, "dtype": config.dtype, "dihedral": config.dihedral, "reader": slide.info.reader,
-        "mpp_source": slide.info.mpp_source, "tissue_mpp": config.tissue_mpp, "tissue_fraction": float(mask.fraction),
+        "mpp_source": slide.info.mpp_source, "tissue_mpp": config.tissue.mpp, "tissue_fraction": float(mask.fraction),
         "ink_fraction": float(mask.ink_fraction),
         "slidegrid_version": __version__, "plan_seconds": time.time() - t0,
     })
@@ -217,7 +199,7 @@ def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, 
     """Decode the tiles of plan chunks; a read error turns the chunk into a failure marker for its slide."""
     outs = []
     opts = json.dumps(dict(config.storage_options), sort_keys=True)
-    t = config.tile_size
+    t = config.grid.tile_size
     for i in range(len(batch["slide_id"])):
         sid, uri = str(batch["slide_id"][i]), str(batch["uri"][i])
         idx = np.asarray(batch["index"][i], np.int64)
@@ -228,7 +210,7 @@ def read_chunk(batch: dict[str, np.ndarray], config: EncodeConfig) -> dict[str, 
             try:
                 override = float(batch["mpp_override"][i])
                 mpp = None if math.isnan(override) else override
-                images = retry_once(_read_cached, uri, opts, mpp, cols, config.grid_spec, config.reader)
+                images = retry_once(_read_cached, uri, opts, mpp, cols, config.grid, config.reader)
             except Exception as exc:
                 status, error = "failed", error_text(exc)
         if status != "ok" or not len(idx):
@@ -332,7 +314,7 @@ def _probe_encoder(config: EncodeConfig) -> tuple[int, str, bool, str | None]:
     """check_encoder, and a learned encoder's tile geometry against the grid's: (dim, digest, light, weights)."""
     c = check_encoder(config.encoder, config.weights)
     # A learned encoder's weights fix the tile geometry it sees (its preprocessing travels with the weights).
-    if c.tile_size is not None and (c.tile_size != config.tile_size or abs(c.mpp - config.mpp) > 1e-9):
+    if c.tile_size is not None and (c.tile_size != config.grid.tile_size or abs(c.mpp - config.grid.mpp) > 1e-9):
         raise ConfigError("--tile-size", f"encoder {config.encoder} ({config.weights}) was trained on "
                                          f"{c.tile_size}-px tiles at {c.mpp:g} µm/px; encode with --tile-size "
                                          f"{c.tile_size} --mpp {c.mpp:g}")
@@ -401,7 +383,7 @@ def _stream_spec(config: EncodeConfig, dim: int, digest: str, light: bool, shash
     def actor_kwargs(place: PoolPlan) -> dict[str, Any]:
         return {"spec": EncoderSpec(config.encoder, weights, place.device, config.amp, config.torch_compile),
                 "dtype": config.dtype, "torch_threads": place.torch_threads, "batch_size": config.batch_size,
-                "tile_size": config.grid_spec.tile_size, "dihedral": config.dihedral}
+                "tile_size": config.grid.tile_size, "dihedral": config.dihedral}
 
     return StreamSpec(
         name="encode", out=config.out, plan=plan_slide, plan_kwargs={"config": config, "digest": digest, "shash": shash},

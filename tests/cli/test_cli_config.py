@@ -10,6 +10,7 @@ import pytest
 
 from slidegrid.cli import build_parser, main
 from slidegrid.cli.options import ConfigOptions
+from slidegrid.geometry.tissue import TissueConfig
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
@@ -105,7 +106,9 @@ def test_given_flags_reach_their_fields(tmp_path):
     args = _parse(["encode", t, "--out", t, "--keep-ink", "--no-mlflow", "--compile", "--min-tissue", "0.5",
                    "--storage-options", '{"anon": true}', "--batch-size", "16", "--reader", "openslide"])
     cfg = args.options.build(args)
-    assert (cfg.remove_ink, cfg.mlflow, cfg.torch_compile, cfg.min_tissue) == (False, False, True, 0.5)
+    assert (cfg.tissue.remove_ink, cfg.mlflow, cfg.torch_compile, cfg.grid.min_tissue) == (False, False, True, 0.5)
+    # Nested configs: the flags fill the shared GridSpec / TissueConfig; the rest keep their defaults.
+    assert (cfg.grid.tile_size, cfg.grid.mpp, cfg.tissue.mpp) == (224, 0.5, TissueConfig().mpp)
     assert (dict(cfg.storage_options), cfg.batch_size, cfg.reader) == ({"anon": True}, 16, "openslide")
     # A flag of a nested config changes that field only; the rest of the nested config keeps its defaults.
     args = _parse(["burden", "--segment-out", t, "--threshold", "0.7"])
@@ -150,3 +153,12 @@ def test_building_the_cli_imports_no_torch_and_help_reads_the_registries():
 
     shown = " ".join(_commands()["train-seg"].format_help().split())
     assert " | ".join(SEG_MODELS) in shown and f"recipes: {recipe_defaults('lr')}" in shown
+
+
+def test_ray_logs_go_under_the_out_folder_also_when_it_is_the_default():
+    from slidegrid.cli import _out_folder
+    from slidegrid.demo import DemoConfig
+
+    assert _out_folder(_parse(["demo"])) == DemoConfig().out
+    assert _out_folder(_parse(["demo", "--out", "x"])) == "x"
+    assert _out_folder(_parse(["info", "slide.svs"])) is None

@@ -13,6 +13,7 @@ import tiffslide
 
 from slidegrid.encode import EncodeConfig, run_encode, settings_hash
 from slidegrid.errors import ConfigError
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid
 from slidegrid.io.manifest import read_manifest
 from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
@@ -38,7 +39,7 @@ def archive(tmp_path_factory):
 
 
 def _config(archive, out, **kw):
-    base = dict(input=str(archive), out=str(out), encoder="mean-rgb", mpp=0.5, tile_size=128,
+    base = dict(input=str(archive), out=str(out), encoder="mean-rgb", grid=GridSpec(mpp=0.5, tile_size=128),
                 dtype="float32", progress=False, mlflow=False)
     base.update(kw)
     return EncodeConfig(**base)
@@ -114,7 +115,8 @@ def test_rerun_skips_overwrite_redoes_and_settings_change_the_hash(encoded, arch
     assert os.stat(path).st_mtime_ns == before
     redo = {r.slide_id: r for r in run_encode(_config(archive, out, overwrite=True)).results}
     assert not redo["s1"].reused and os.stat(path).st_mtime_ns != before
-    assert settings_hash(_config(archive, out), "none") != settings_hash(_config(archive, out, tile_size=64), "none")
+    smaller = _config(archive, out, grid=GridSpec(mpp=0.5, tile_size=64))
+    assert settings_hash(_config(archive, out), "none") != settings_hash(smaller, "none")
     assert settings_hash(_config(archive, out), "none") != settings_hash(_config(archive, out), "other-weights")
 
 
@@ -135,7 +137,7 @@ def test_timm_random_weights_end_to_end(tmp_path, ray_local):
     archive.mkdir()
     write_synthetic_slide(str(archive / "t.tiff"), SyntheticSpec(width=1024, height=1024, seed=3))
     results = run_encode(_config(archive, tmp_path / "g", encoder="timm:resnet18", weights="random",
-                                 tile_size=64, dtype="float16")).results
+                                 grid=GridSpec(mpp=0.5, tile_size=64), dtype="float16")).results
     assert [r.status for r in results] == ["ok"]
     grid = read_grid(grid_uri(str(tmp_path / "g"), "t"))
     assert grid.code_size == 512 and grid.embedding.dtype == np.float16
@@ -162,7 +164,7 @@ def test_local_weights_change_the_embedding_and_hash(tmp_path, ray_local):
     model = timm.create_model("resnet18", pretrained=False, num_classes=0)
     torch.save(model.state_dict(), tmp_path / "w.pt")
     r = run_encode(_config(archive, tmp_path / "g", encoder="timm:resnet18", weights=str(tmp_path / "w.pt"),
-                           tile_size=64)).results
+                           grid=GridSpec(mpp=0.5, tile_size=64))).results
     assert r[0].status == "ok"
     meta = read_grid(grid_uri(str(tmp_path / "g"), "w")).meta
     assert meta["weights_digest"] not in ("random", "none")

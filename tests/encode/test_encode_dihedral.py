@@ -17,6 +17,7 @@ import tiffslide
 from slidegrid.cli import main
 from slidegrid.encode import EncodeConfig, run_encode, settings_hash
 from slidegrid.encoders import EncoderSpec, build_encoder
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.io.grids import grid_uri, read_grid
 from slidegrid.models.nic_cnn import crop_centre, training_crop
 from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
@@ -52,8 +53,9 @@ def archive(tmp_path_factory):
 
 
 def _config(archive, out, **kw) -> EncodeConfig:
-    return EncodeConfig(input=str(archive), out=str(out), encoder=ENCODER[0], weights=ENCODER[1], mpp=0.5,
-                        tile_size=TILE, dtype="float32", batch_size=32, mlflow=False, progress=False, **kw)
+    return EncodeConfig(input=str(archive), out=str(out), encoder=ENCODER[0], weights=ENCODER[1],
+                        dtype="float32", batch_size=32, mlflow=False, progress=False, **kw,
+                        grid=GridSpec(mpp=0.5, tile_size=TILE))
 
 
 @pytest.fixture(scope="module")

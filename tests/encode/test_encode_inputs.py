@@ -14,6 +14,7 @@ import tifffile
 
 from conftest import SHARED_DATA
 from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.io.grids import grid_uri, read_grid
 
 CASES = SHARED_DATA / "realworld" / "cases"
@@ -33,8 +34,8 @@ def encoded(tmp_path_factory, ray_local):
             pytest.skip(f"case input {name} not in {CASES}")
         os.symlink(found[0], archive / f"{sid}{os.path.splitext(name)[1]}")
     out = root / "grids"
-    config = EncodeConfig(input=str(archive), out=str(out), encoder="mean-rgb", mpp=1.0, tile_size=128,
-                          min_tissue=0.0, dtype="float32", progress=False, mlflow=False)
+    config = EncodeConfig(input=str(archive), out=str(out), encoder="mean-rgb", dtype="float32",
+                          progress=False, mlflow=False, grid=GridSpec(mpp=1.0, tile_size=128, min_tissue=0.0))
     # min_tissue 0: every tile is read, so the damaged tile is reached and the small discs of the non-square
     # case (each under the tissue mask's smallest object) still give a grid
     return out, {r.slide_id: r for r in run_encode(config).results}

@@ -13,6 +13,7 @@ import pytest
 
 from _pen_cases import PEN, PEN_CASES
 from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.io.grids import grid_uri, read_grid
 
 LINKS = {"red": "pen_red_on_tissue.tif", "green": "pen_green_on_tissue.tif", "blue": "wsi_blue_pen.tif",
@@ -31,8 +32,8 @@ def encoded(tmp_path_factory, ray_local):
             pytest.skip(f"case input {name} not in {PEN}")
         os.symlink(PEN / name, archive / f"{sid}.tif")
     out = root / "grids"
-    config = EncodeConfig(input=str(archive), out=str(out), encoder="mean-rgb", mpp=1.0, tile_size=128,
-                          dtype="float32", progress=False, mlflow=False)  # default --min-tissue 0.25
+    config = EncodeConfig(input=str(archive), out=str(out), encoder="mean-rgb", dtype="float32", progress=False,
+                          mlflow=False, grid=GridSpec(mpp=1.0, tile_size=128))  # default --min-tissue 0.25
     return out, {r.slide_id: r for r in run_encode(config).results}
 
 

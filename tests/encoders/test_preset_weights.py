@@ -26,6 +26,7 @@ from slidegrid.encode import EncodeActor, EncodeConfig, _probe_encoder, settings
 from slidegrid.encoders import EncoderSpec, available, build_encoder
 from slidegrid.encoders.preset import PRESETS, Preset, all_presets, build_backbone, preset_module
 from slidegrid.errors import ConfigError
+from slidegrid.geometry.tiling import GridSpec
 
 REPO = "slidegrid-test/tiny-vit"
 NAME = "test-tiny-vit"
@@ -362,12 +363,14 @@ def _config(tmp_path, **kw) -> EncodeConfig:
 def test_a_presets_native_geometry_is_the_default_and_another_is_a_warning(tiny, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="slidegrid.encode"):
         cfg = _config(tmp_path, encoder=NAME)
-        assert (cfg.tile_size, cfg.mpp) == (64, 1.0) and not caplog.records
-        other = _config(tmp_path, encoder=NAME, tile_size=128, mpp=0.5)
-    assert (other.tile_size, other.mpp) == (128, 0.5)
+        assert (cfg.grid.tile_size, cfg.grid.mpp) == (64, 1.0) and not caplog.records
+        other = _config(tmp_path, encoder=NAME, grid=GridSpec(tile_size=128, mpp=0.5))
+    assert (other.grid.tile_size, other.grid.mpp) == (128, 0.5)
     assert "64-px tiles at 1 µm/px" in caplog.text and "test-tiny-vit" in caplog.text
+    # Only the tile size given: the mpp is still the preset's own.
+    assert _config(tmp_path, encoder=NAME, grid=GridSpec(tile_size=128)).grid.mpp == 1.0
     plain = _config(tmp_path)
-    assert (plain.tile_size, plain.mpp) == (224, 0.5)
+    assert (plain.grid.tile_size, plain.grid.mpp) == (224, 0.5)
 
 
 def test_the_settings_hash_carries_the_preset_version(tiny, tmp_path):
@@ -378,8 +381,10 @@ def test_the_settings_hash_carries_the_preset_version(tiny, tmp_path):
     # Other encoders keep the hash their grids already have (the settings as they were before presets).
     from dataclasses import asdict
 
-    plain = _config(tmp_path, tile_size=128)
-    old = {"encoder": "mean-rgb", "weights": "none", "grid": asdict(plain.grid_spec), "tissue": asdict(plain.tissue),
+    plain = _config(tmp_path, grid=GridSpec(tile_size=128))
+    # Spelled out: the settings as the grids already written recorded them (the config's layout may change).
+    grid = {"mpp": 0.5, "tile_size": 128, "stride": None, "min_tissue": 0.25}
+    old = {"encoder": "mean-rgb", "weights": "none", "grid": grid, "tissue": asdict(plain.tissue),
            "dtype": plain.dtype, "mpp_override": None, "reader": plain.reader}
     assert settings_hash(plain, "none") == hashlib.sha256(json.dumps(old, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -469,7 +474,7 @@ def test_encode_with_a_small_preset_end_to_end(tmp_path, hf_env, ray_local):
     write_synthetic_slide(str(archive / "s0.tiff"), SyntheticSpec(width=side, height=side, seed=0))
     cfg = EncodeConfig(input=str(archive), out=str(tmp_path / "g"), encoder=preset.name, dtype="float32",
                        progress=False, mlflow=False, batch_size=8)
-    assert (cfg.tile_size, cfg.mpp) == (preset.tile_size, preset.mpp)
+    assert (cfg.grid.tile_size, cfg.grid.mpp) == (preset.tile_size, preset.mpp)
     results = run_encode(cfg).results
     assert [r.status for r in results] == ["ok"]
     grid = read_grid(grid_uri(str(tmp_path / "g"), "s0"))

@@ -359,9 +359,9 @@ def test_encode_keeps_a_slide_smaller_than_a_tile_as_one_padded_tile(tmp_path, r
     # 40 x 40 px (80 µm) is 0.8 % of that tile: it can never reach --min-tissue
     write_synthetic_slide(str(archive / "speck.tiff"), SyntheticSpec(width=40, height=40, mpp=2.0, seed=3))
     out = tmp_path / "grids"
-    results = {r.slide_id: r for r in run_encode(EncodeConfig(
-        input=str(archive), out=str(out), encoder="mean-rgb", mpp=4.0, tile_size=224, min_tissue=0.05,
-        dtype="float32", progress=False, mlflow=False)).results}
+    config = EncodeConfig(input=str(archive), out=str(out), encoder="mean-rgb", dtype="float32", progress=False,
+                          mlflow=False, grid=GridSpec(mpp=4.0, tile_size=224, min_tissue=0.05))
+    results = {r.slide_id: r for r in run_encode(config).results}
     assert results["speck"].status == "smaller_than_tile" and "(40x40 px)" in results["speck"].error
     assert results["tiny"].status == "ok" and results["tiny"].tiles == 1
     grid = read_grid(grid_uri(str(out), "tiny"))

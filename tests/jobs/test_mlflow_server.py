@@ -8,6 +8,7 @@ import pytest
 
 from _servers import free_port, serving
 from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 
@@ -28,9 +29,10 @@ def test_encode_run_lands_on_the_server(tmp_path, mlflow_server, ray_local):
     archive = tmp_path / "a"
     archive.mkdir()
     write_synthetic_slide(str(archive / "m.tiff"), SyntheticSpec(width=1024, height=1024, seed=8))
-    report = run_encode(EncodeConfig(input=str(archive), out=str(tmp_path / "g"), tile_size=128, progress=False,
+    report = run_encode(EncodeConfig(input=str(archive), out=str(tmp_path / "g"), progress=False,
                                      tracking_uri=mlflow_server,
-                                     storage_options={"key": "AKIASECRETKEY", "secret": "do-not-log-me"}))
+                                     storage_options={"key": "AKIASECRETKEY", "secret": "do-not-log-me"},
+                                     grid=GridSpec(tile_size=128)))
     client = MlflowClient(tracking_uri=mlflow_server)
     run = client.get_run(report.mlflow_run_id)
     assert run.data.metrics["slides_ok"] == 1 and run.data.metrics["tiles"] > 0

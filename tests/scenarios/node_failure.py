@@ -17,6 +17,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.geometry.tiling import GridSpec
 
 
 def main(archive: str, out: str, tile_size: int) -> None:
@@ -24,8 +25,8 @@ def main(archive: str, out: str, tile_size: int) -> None:
     cluster.add_node(num_cpus=2)
     victim = cluster.add_node(num_cpus=2)
     ray.init(address=cluster.address, log_to_driver=False)
-    cfg = EncodeConfig(input=archive, out=out, encoder="mean-rgb", tile_size=tile_size, dtype="float32",
-                       mlflow=False, progress=False)
+    cfg = EncodeConfig(input=archive, out=out, encoder="mean-rgb", dtype="float32", mlflow=False,
+                       progress=False, grid=GridSpec(tile_size=tile_size))
     results: list = []
     job = threading.Thread(target=lambda: results.append(run_encode(cfg).results))
     job.start()

@@ -15,6 +15,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.placement import ClusterShape, plan_pool
 
 
@@ -25,7 +26,8 @@ def main(archive: str, out: str, tile_size: int) -> None:
     report = {}
     for name, weights, light in (("mean-rgb", None, True), ("timm:resnet18", "random", False)):
         cfg = EncodeConfig(input=archive, out=os.path.join(out, name.replace(":", "-")), encoder=name,
-                           weights=weights, tile_size=tile_size, dtype="float32", mlflow=False, progress=False)
+                           weights=weights, dtype="float32", mlflow=False, progress=False,
+                           grid=GridSpec(tile_size=tile_size))
         results = run_encode(cfg).results
         report[name] = {"plan": plan_pool(ClusterShape.current(), light=light).__dict__,
                         "results": [r.__dict__ for r in results]}

@@ -12,6 +12,7 @@ import pytest
 
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.errors import SlidegridError
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid, read_grid_meta
 from slidegrid.io.manifest import read_manifest
 from slidegrid.stream import done_slides
@@ -31,8 +32,8 @@ def archive(tmp_path_factory):
 
 
 def _config(archive, out, **kw):
-    return EncodeConfig(input=str(archive), out=str(out), tile_size=TILE, dtype="float32", mlflow=False,
-                        progress=False, **kw)
+    return EncodeConfig(input=str(archive), out=str(out), dtype="float32", mlflow=False, progress=False, **kw,
+                        grid=GridSpec(tile_size=TILE))
 
 
 def test_driver_receives_only_records(archive, tmp_path, ray_local):

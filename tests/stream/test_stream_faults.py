@@ -17,6 +17,7 @@ import pytest
 
 from _scenarios import run_scenario
 from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid
 from slidegrid.io.manifest import read_manifest
 from slidegrid.stream.staging import STAGING
@@ -37,8 +38,8 @@ def archive(tmp_path_factory):
 @pytest.fixture(scope="module")
 def clean(archive, tmp_path_factory, ray_local):
     out = tmp_path_factory.mktemp("clean")
-    run_encode(EncodeConfig(input=str(archive), out=str(out), tile_size=TILE, dtype="float32", mlflow=False,
-                            progress=False))
+    run_encode(EncodeConfig(input=str(archive), out=str(out), dtype="float32", mlflow=False, progress=False,
+                            grid=GridSpec(tile_size=TILE)))
     return out
 
 
@@ -90,9 +91,9 @@ def test_killed_driver_then_rerun_finishes_each_slide_once(archive, clean, tmp_p
     assert glob.glob(staged), "the killed run left no staged parts: the test proved nothing about their clean-up"
     for p in glob.glob(str(out / "f*.parquet")):  # whatever is under a final name is a whole grid
         read_grid(p)
-    results = {r.slide_id: r for r in run_encode(EncodeConfig(input=str(archive), out=str(out), tile_size=TILE,
-                                                              dtype="float32", mlflow=False,
-                                                              progress=False)).results}
+    results = {r.slide_id: r for r in run_encode(EncodeConfig(input=str(archive), out=str(out),
+                                                              dtype="float32", mlflow=False, progress=False,
+                                                              grid=GridSpec(tile_size=TILE))).results}
     assert all(r.status == "ok" for r in results.values())
     assert {f"{s}.parquet" for s, r in results.items() if r.reused} == first
     assert not glob.glob(str(out / ".*.tmp")), "temporary files of the killed run were left behind"

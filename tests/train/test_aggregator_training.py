@@ -18,6 +18,7 @@ import torch
 from _grids import grids_with_a_known_target
 from slidegrid.cli import main
 from slidegrid.encode import EncodeConfig, run_encode
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.io.annotations import Annotation, write_geojson
 from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 from slidegrid.train.aggregator.config import build_train_config
@@ -43,8 +44,8 @@ def cohort(tmp_path_factory, ray_local):
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    run_encode(EncodeConfig(input=str(root / "cohort.csv"), out=str(root / "grids"), tile_size=64, dtype="float32",
-                            mlflow=False, progress=False))
+    run_encode(EncodeConfig(input=str(root / "cohort.csv"), out=str(root / "grids"), dtype="float32",
+                            mlflow=False, progress=False, grid=GridSpec(tile_size=64)))
     return root
 
 

@@ -20,6 +20,7 @@ from slidegrid.encoders.mean_rgb import MeanRGBEncoder
 from slidegrid.encoders.nets import NetConfig
 from slidegrid.encoders.probe import probe_encoders, probe_set
 from slidegrid.errors import ConfigError
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.io.annotations import rasterize, read_annotations
 from slidegrid.io.archive import read_cohort
 from slidegrid.io.grids import grid_uri, read_grid
@@ -246,9 +247,9 @@ def test_train_encoder_with_ray_two_workers_registers_and_encodes_an_archive(arc
     # The normal encode pipeline with the trained encoder.
     grids = tmp_path / "grids"
     slide = archive / "slides" / "slide_0001.tiff"
-    report = run_encode(EncodeConfig(input=str(slide), out=str(grids), encoder="vae",
-                                     weights=result.encoder_file, tile_size=TILE, mpp=MPP, dtype="float32",
-                                     mlflow=False, progress=False))
+    report = run_encode(EncodeConfig(input=str(slide), out=str(grids), encoder="vae", weights=result.encoder_file,
+                                     grid=GridSpec(tile_size=TILE, mpp=MPP), dtype="float32", mlflow=False,
+                                     progress=False))
     assert [r.status for r in report.results] == ["ok"] and report.tiles > 100
     grid = read_grid(grid_uri(str(grids), "slide_0001"))
     assert grid.code_size == 16 and grid.meta["encoder"] == "vae"

@@ -65,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_folder(args: argparse.Namespace) -> str | None:
+    """The command's output folder, given or its config's default (None for commands without one)."""
+    if "out" in vars(args):
+        return args.out
+    options = getattr(args, "options", None)
+    return options.value(args, "out") if options is not None and "out" in options.fields() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `slidegrid` console script; exit code 2 with one `error:` line on failure."""
     parser = build_parser()
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     # Ray's own logs go to a file beside the outputs; --debug keeps them on the terminal.
-    ray_log = None if args.debug else ray_log_path(getattr(args, "out", None))
+    ray_log = None if args.debug else ray_log_path(_out_folder(args))
     try:
         with ray_logs_to(ray_log):
             return int(args.func(args) or 0)

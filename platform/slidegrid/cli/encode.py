@@ -53,12 +53,14 @@ def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     o.add("--weights", help="local checkpoint (.safetensors/.bin/.pth/.pt), a downloaded snapshot folder "
           "(presets), MLflow model URI (models:/name/version), or 'random'. A preset without --weights is looked "
           "up in the local Hugging Face cache; hf-hub:ORG/NAME downloads it there. Nothing else is downloaded")
-    o.add("--mpp", type=float, help="target µm/px of the tiles (default: a preset's native one, else 0.5)")
-    o.add("--tile-size", type=int, help="tile side in pixels at --mpp (default: a preset's native one, else 224)")
-    o.add("--stride", type=int, help="grid step in pixels at --mpp (default: tile size)")
-    o.add("--min-tissue", type=float, help=MIN_TISSUE_HELP)
-    add_keep_ink(o)
-    o.add("--tissue-mpp", type=float, help="resolution of the tissue mask (µm/px)")
+    o.add("--mpp", field="grid.mpp", type=float, help="target µm/px of the tiles (default: a preset's native one, "
+          "else 0.5)")
+    o.add("--tile-size", field="grid.tile_size", type=int, help="tile side in pixels at --mpp (default: a "
+          "preset's native one, else 224)")
+    o.add("--stride", field="grid.stride", type=int, help="grid step in pixels at --mpp (default: tile size)")
+    o.add("--min-tissue", field="grid.min_tissue", type=float, help=MIN_TISSUE_HELP)
+    add_keep_ink(o, "tissue.remove_ink")
+    o.add("--tissue-mpp", field="tissue.mpp", type=float, help="resolution of the tissue mask (µm/px)")
     o.add("--batch-size", type=batch_size_arg,
           help="tiles per encoder batch, or auto (default): 64 on CPU; on a GPU batches of 512 run in the largest "
           "power-of-two chunks that fit and still speed the model up, probed once per actor")

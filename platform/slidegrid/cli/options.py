@@ -192,8 +192,8 @@ MIN_TISSUE_HELP = ("min tissue fraction of a kept tile, over the whole tile (edg
                    "slide is glass)")
 
 
-def add_keep_ink(opts: ConfigOptions) -> None:
-    opts.add("--keep-ink", field="remove_ink", action="store_false",
+def add_keep_ink(opts: ConfigOptions, field: str = "remove_ink") -> None:
+    opts.add("--keep-ink", field=field, action="store_false",
              help="keep pen and marker ink in the tissue mask (for stains that are blue or green themselves: "
                   "IHC counterstain, Alcian blue, trichrome)")
 

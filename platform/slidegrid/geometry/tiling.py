@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -43,28 +43,43 @@ def as_mpp_xy(slide_mpp: float | Sequence[float]) -> tuple[float, float]:
     return _pair(slide_mpp, "slide mpp")
 
 
+# The grid geometry when none is chosen (`encode` with a foundation-model preset: the preset's native one).
+DEFAULT_MPP = 0.5
+DEFAULT_TILE_SIZE = 224
+
+
 @dataclass(frozen=True)
 class GridSpec:
-    """Grid geometry: tile side and step in pixels at `mpp`, and the tissue fraction a tile needs."""
+    """Grid geometry: tile side and step in pixels at `mpp`, and the tissue fraction a tile needs.
 
-    mpp: float = 0.5
-    tile_size: int = 224
+    `mpp` / `tile_size` None: not chosen, so the context's default applies (`resolved`): DEFAULT_MPP and
+    DEFAULT_TILE_SIZE in `tile_grid`, a foundation-model preset's native geometry in `EncodeConfig`.
+    """
+
+    mpp: float | None = None
+    tile_size: int | None = None
     stride: int | None = None
     min_tissue: float = 0.25
 
     def __post_init__(self) -> None:
-        if not 0.05 <= self.mpp <= 1000:
+        if self.mpp is not None and not 0.05 <= self.mpp <= 1000:
             raise ConfigError("--mpp", f"{self.mpp} µm/px is outside 0.05..1000")
-        if self.tile_size < 1:
+        if self.tile_size is not None and self.tile_size < 1:
             raise ConfigError("--tile-size", "must be a positive number of pixels")
         if self.stride is not None and self.stride < 1:
             raise ConfigError("--stride", "must be a positive number of pixels (or leave it out for no overlap)")
         if not 0 <= self.min_tissue <= 1:
             raise ConfigError("--min-tissue", "must be within 0..1")
 
+    def resolved(self, mpp: float = DEFAULT_MPP, tile_size: int = DEFAULT_TILE_SIZE) -> GridSpec:
+        """This geometry with an unchosen mpp / tile size set to the given ones."""
+        return replace(self, mpp=mpp if self.mpp is None else self.mpp,
+                       tile_size=tile_size if self.tile_size is None else self.tile_size)
+
     @property
     def step(self) -> int:
         """Distance between neighbouring tiles in pixels at `mpp` (stride, default the tile size)."""
+        assert self.tile_size is not None, "resolve the GridSpec first"
         return self.stride or self.tile_size
 
 
@@ -217,8 +232,10 @@ def tile_grid(dimensions: tuple[int, int], slide_mpp: float | Sequence[float], s
     slide, tissue over the whole tile); CLAM and hs2p pad the border likewise by default (`use_padding`).
     `shape` counts the partial row and column. Fractions are exact covered areas of the mask, from one
     summed-area table.
+    An unchosen mpp / tile size is DEFAULT_MPP / DEFAULT_TILE_SIZE (`GridSpec.resolved`).
     Raises ConfigError for a pixel size that is not positive.
     """
+    spec = spec.resolved()
     W, H = int(dimensions[0]), int(dimensions[1])
     mx, my = as_mpp_xy(slide_mpp)
     sx, sy = spec.mpp / mx, spec.mpp / my  # level-0 px per target px along x and y
