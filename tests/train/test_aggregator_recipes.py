@@ -51,6 +51,14 @@ def test_every_aggregator_card_carries_a_recipe_for_what_it_predicts():
         assert ("segmentation" in card.recipes) == card.per_cell, name
         for task, recipe in card.recipes.items():
             assert recipe_for(name, task) is recipe and set(recipe.settings) <= known, (name, task)
+    # Segmentation members carry theirs too; train-seg reads them from the cards.
+    from slidegrid.models.registry import SegRecipe
+    from slidegrid.train.segmentation.config import MEMBERS, SEG_RECIPES
+
+    assert set(MEMBERS) == set(registered("segmentation"))
+    for name in registered("segmentation"):
+        recipe = model_card(name).recipes["segmentation"]
+        assert isinstance(recipe, SegRecipe) and SEG_RECIPES[name] is recipe and "papers/" in recipe.source
 
 
 def test_recipe_grids_and_budgets_follow_the_papers():

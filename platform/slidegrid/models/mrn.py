@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import ConfigError
-from .registry import ModelCard, register_model
+from .registry import ModelCard, SegRecipe, register_model
 
 VARIANTS = ("bilinear", "transposed")
 
@@ -129,5 +129,12 @@ def mrn_transposed(in_channels: int = 3, n_outputs: int = 2, **kwargs) -> MRN:
     return MRN(in_channels, n_outputs, variant="transposed", **kwargs)
 
 
+MRN_PAPER = "papers/mrn-multi-resolution-unet.txt"
+MRN_MPPS = (0.5, 1.0, 2.0, 4.0)  # µm/px of the concentric inputs at --mpp 0.5 (§4.1)
+# §3.1: binary cross-entropy + lambda ||W||^2 (Eq. 1); §4.1: lambda = 0.005 on every convolution and transposed
+# convolution, Adam with default parameters (lr 0.001, no decay), 512-px inputs at 0.5, 1, 2, 4 µm/px, batch 16.
+# No pretrained encoder, so nothing to freeze.
+_MRN = SegRecipe(source=f"{MRN_PAPER} §3.1, §4.1", loss="bce", lr=1e-3, l2=0.005, freeze_epochs=0, lr_step=0,
+                 lr_gamma=1.0, batch_size=16, patch_size=512, mpps=MRN_MPPS)
 for _name, _factory in (("mrn-bilinear", mrn_bilinear), ("mrn-transposed", mrn_transposed)):
-    register_model(_name, _factory, ModelCard("segmentation", "papers/mrn-multi-resolution-unet.txt §3.2"))
+    register_model(_name, _factory, ModelCard("segmentation", f"{MRN_PAPER} §3.2", recipes={"segmentation": _MRN}))

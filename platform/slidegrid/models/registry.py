@@ -25,6 +25,24 @@ class Recipe:
 
 
 @dataclass(frozen=True)
+class SegRecipe:
+    """A segmentation member's training recipe: what its paper states, `unstated` naming the values that are
+    ours (train/segmentation/config.py applies it; flags override it)."""
+
+    source: str  # paper and sections
+    loss: str  # "hybrid": DigiPathAI Eq. 3 (0.5 CE + 0.25 Dice_BG + 0.25 Dice_FG); "bce": on the tumour channel
+    lr: float  # Adam's learning rate
+    l2: float  # lambda of the penalty lambda * ||W||^2 on convolution / transposed-convolution kernels (0: none)
+    freeze_epochs: int  # epochs a *pretrained* encoder stays frozen (a random one never is)
+    lr_step: int  # epochs between LR decays (0: constant)
+    lr_gamma: float
+    batch_size: int
+    patch_size: int  # px per side
+    mpps: tuple[float, ...]  # µm/px, highest resolution first, at --mpp 0.5 (scaled with --mpp)
+    unstated: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ModelCard:
     """What a registered model declares about itself."""
 
@@ -36,7 +54,9 @@ class ModelCard:
     # half-overlapping windows at test time).
     view: str = "whole"
     heatmap: str = "gradcam"  # what `predict` draws: "maps" (the model's attention_maps) or "gradcam" (NIC §3.3)
-    recipes: Mapping[str, Recipe] = field(default_factory=dict)  # aggregators: the paper's recipe per task
+    # The paper's training recipe per task: aggregators' Recipe per task, segmentation members' SegRecipe
+    # under "segmentation".
+    recipes: Mapping[str, Recipe | SegRecipe] = field(default_factory=dict)
 
 
 _FACTORIES: dict[str, Callable[..., Any]] = {}

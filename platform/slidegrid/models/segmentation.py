@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..errors import ConfigError
-from .registry import ModelCard, register_model
+from .registry import ModelCard, SegRecipe, register_model
 
 # name -> (smp architecture, encoder)
 ARCHITECTURES: dict[str, tuple[str, str]] = {
@@ -233,6 +233,20 @@ def encoder_frozen(model: nn.Module) -> bool:
     return not any(p.requires_grad for enc in encoders(model) for p in enc.parameters())
 
 
+DIGIPATHAI = "papers/digipathai-ensemble-segmentation-framework.txt"
+# "Loss function" (Eq. 3, Adam), "Training" (ImageNet encoders, DenseNet-121 / Inception-ResNet-V2 frozen for
+# the first two epochs, "decayed every few epochs"), "Inference pipeline" (training patches 256 x 256),
+# "Patch coordinate extraction" (the highest resolution). The paper gives no learning rate, decay step or
+# factor, or batch size: ours, marked unstated.
+_DIGIPATHAI_UNET = SegRecipe(
+    source=f'{DIGIPATHAI} "Loss function", "Training", "Inference pipeline"', loss="hybrid", lr=1e-4, l2=0.0,
+    freeze_epochs=2, lr_step=5, lr_gamma=0.5, batch_size=16, patch_size=256, mpps=(0.5,),
+    unstated=("lr", "lr_step", "lr_gamma", "batch_size"))
+# "Training": only the DenseNet-121 and Inception-ResNet-V2 networks froze their encoders; DeepLabV3+ was
+# pretrained whole (PASCAL VOC) and trained end to end from the first epoch.
+_DIGIPATHAI_DEEPLAB = replace(_DIGIPATHAI_UNET, freeze_epochs=0)
+_RECIPES = {"unet-densenet121": _DIGIPATHAI_UNET, "unet-inceptionresnetv2": _DIGIPATHAI_UNET,
+            "deeplabv3plus-xception": _DIGIPATHAI_DEEPLAB}
 for _name in ARCHITECTURES:
     register_model(_name, partial(build_segmentation_model, _name), ModelCard(
-        "segmentation", "papers/digipathai-ensemble-segmentation-framework.txt, \"Network architecture\""))
+        "segmentation", f'{DIGIPATHAI}, "Network architecture"', recipes={"segmentation": _RECIPES[_name]}))

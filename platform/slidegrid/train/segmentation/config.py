@@ -1,6 +1,6 @@
 """Typed configuration of segmentation training (`slidegrid train-seg`), validated once, naming the flag.
 
-Each member trains with its own paper's recipe (`SEG_RECIPES`); a flag the user gives overrides the recipe
+Each member trains with its own paper's recipe (`SEG_RECIPES`, from the members' model cards); a flag the user gives overrides the recipe
 and is recorded as an override. DigiPathAI members (papers/digipathai-ensemble-segmentation-framework.txt,
 "Loss function", "Training", "Inference pipeline"): the hybrid loss, Adam, a pretrained DenseNet-121 /
 Inception-ResNet-V2 encoder frozen for the first 2 epochs, step LR decay, 256-px patches at the highest
@@ -16,63 +16,25 @@ from typing import Any
 
 from ...errors import ConfigError
 from ...io.storage import absolute_paths
+from ...models import model_card, registered
+from ...models.mrn import MRN_PAPER
+from ...models.registry import SegRecipe
 from ...models.segmentation import ARCHITECTURES, AUTO, RANDOM, member_encoder
 from ...placement import START_TIMEOUT_S
 from .data import PatchSpec
 
-MEMBERS = (*ARCHITECTURES, "mrn-bilinear", "mrn-transposed")
-SEG_MODELS = (*MEMBERS, "ensemble")
 PAPER_ENSEMBLE = tuple(ARCHITECTURES)
-MRN_MPPS = (0.5, 1.0, 2.0, 4.0)
+# Every registered segmentation model (each with its paper's recipe on its card), the paper's ensemble first.
+MEMBERS = (*PAPER_ENSEMBLE, *(m for m in registered("segmentation") if m not in PAPER_ENSEMBLE))
+SEG_MODELS = (*MEMBERS, "ensemble")
 LOSSES = ("hybrid", "bce")
 # --tiny: small members that train on a CPU in seconds (tests, smoke runs); nothing is downloaded either way.
 TINY_SMP = {"encoder": "tu-mobilenetv3_small_050", "encoder_depth": 3, "decoder_channels": (16, 8, 8)}
 TINY_MRN = {"width": 16, "depth": 2}
 TINY_PATCH = 64
-DIGIPATHAI = "papers/digipathai-ensemble-segmentation-framework.txt"
-MRN_PAPER = "papers/mrn-multi-resolution-unet.txt"
 
 
-@dataclass(frozen=True)
-class SegRecipe:
-    """One member's training recipe: what its paper states, `unstated` naming the values that are ours."""
-
-    source: str  # paper and sections
-    loss: str  # "hybrid": DigiPathAI Eq. 3 (0.5 CE + 0.25 Dice_BG + 0.25 Dice_FG); "bce": on the tumour channel
-    lr: float  # Adam's learning rate
-    l2: float  # lambda of the penalty lambda * ||W||^2 on convolution / transposed-convolution kernels (0: none)
-    freeze_epochs: int  # epochs a *pretrained* encoder stays frozen (a random one never is)
-    lr_step: int  # epochs between LR decays (0: constant)
-    lr_gamma: float
-    batch_size: int
-    patch_size: int  # px per side
-    mpps: tuple[float, ...]  # µm/px, highest resolution first, at --mpp 0.5 (scaled with --mpp)
-    unstated: tuple[str, ...] = ()
-
-
-# "Loss function" (Eq. 3, Adam), "Training" (ImageNet encoders, DenseNet-121 / Inception-ResNet-V2 frozen for
-# the first two epochs, "decayed every few epochs"), "Inference pipeline" (training patches 256 x 256),
-# "Patch coordinate extraction" (the highest resolution). The paper gives no learning rate, decay step or
-# factor, or batch size: ours, marked unstated.
-_DIGIPATHAI_UNET = SegRecipe(
-    source=f'{DIGIPATHAI} "Loss function", "Training", "Inference pipeline"', loss="hybrid", lr=1e-4, l2=0.0,
-    freeze_epochs=2, lr_step=5, lr_gamma=0.5, batch_size=16, patch_size=256, mpps=(0.5,),
-    unstated=("lr", "lr_step", "lr_gamma", "batch_size"))
-# "Training": only the DenseNet-121 and Inception-ResNet-V2 networks froze their encoders; DeepLabV3+ was
-# pretrained whole (PASCAL VOC) and trained end to end from the first epoch.
-_DIGIPATHAI_DEEPLAB = replace(_DIGIPATHAI_UNET, freeze_epochs=0)
-# §3.1: binary cross-entropy + lambda ||W||^2 (Eq. 1); §4.1: lambda = 0.005 on every convolution and transposed
-# convolution, Adam with default parameters (lr 0.001, no decay), 512-px inputs at 0.5, 1, 2, 4 µm/px, batch 16.
-# No pretrained encoder, so nothing to freeze.
-_MRN = SegRecipe(source=f"{MRN_PAPER} §3.1, §4.1", loss="bce", lr=1e-3, l2=0.005, freeze_epochs=0, lr_step=0,
-                 lr_gamma=1.0, batch_size=16, patch_size=512, mpps=MRN_MPPS)
-SEG_RECIPES: dict[str, SegRecipe] = {
-    "unet-densenet121": _DIGIPATHAI_UNET,
-    "unet-inceptionresnetv2": _DIGIPATHAI_UNET,
-    "deeplabv3plus-xception": _DIGIPATHAI_DEEPLAB,
-    "mrn-bilinear": _MRN,
-    "mrn-transposed": _MRN,
-}
+SEG_RECIPES: dict[str, SegRecipe] = {m: model_card(m).recipes["segmentation"] for m in MEMBERS}
 # SegTrainConfig fields that override the recipe when given (None: the recipe's value).
 RECIPE_FIELDS = ("loss", "lr", "l2", "freeze_epochs", "lr_step", "lr_gamma", "batch_size", "patch_size", "mpps")
 
