@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from _cases import case_archive
 from conftest import SHARED_DATA
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.geometry.tiling import GridSpec
@@ -26,13 +27,7 @@ LINKS = {"ycc": "aperio_jp2k_33003_ycbcr.svs", "rgb": "aperio_jp2k_33005_rgb.svs
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("inputs")
-    archive = root / "archive"
-    archive.mkdir()
-    for sid, name in LINKS.items():
-        found = glob.glob(str(CASES / "*" / name))
-        if not found:
-            pytest.skip(f"case input {name} not in {CASES}")
-        os.symlink(found[0], archive / f"{sid}{os.path.splitext(name)[1]}")
+    archive = case_archive(root, LINKS, CASES)
     out = root / "grids"
     config = EncodeConfig(input=str(archive), out=str(out), encoder="mean-rgb", dtype="float32",
                           progress=False, mlflow=False, grid=GridSpec(mpp=1.0, tile_size=128, min_tissue=0.0))

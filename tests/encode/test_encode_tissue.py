@@ -6,11 +6,10 @@ repository); the ink and tissue boxes are those of tests/geometry/test_tissue.py
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
+from _cases import case_archive
 from _pen_cases import PEN, PEN_CASES
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.geometry.tiling import GridSpec
@@ -25,12 +24,7 @@ TILE_PX0, MASK_PX0 = 256, 16
 @pytest.fixture(scope="module")
 def encoded(tmp_path_factory, ray_local):
     root = tmp_path_factory.mktemp("ink")
-    archive = root / "archive"
-    archive.mkdir()
-    for sid, name in LINKS.items():
-        if not (PEN / name).is_file():
-            pytest.skip(f"case input {name} not in {PEN}")
-        os.symlink(PEN / name, archive / f"{sid}.tif")
+    archive = case_archive(root, LINKS, PEN)
     out = root / "grids"
     config = EncodeConfig(input=str(archive), out=str(out), encoder="mean-rgb", dtype="float32", progress=False,
                           mlflow=False, grid=GridSpec(mpp=1.0, tile_size=128))  # default --min-tissue 0.25
