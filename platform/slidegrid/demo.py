@@ -31,6 +31,15 @@ class DemoConfig:
     # patches' own 0.97 µm/px. None: the fast procedural slides.
     texture_from: str | None = None
 
+    def __post_init__(self) -> None:
+        from .errors import ConfigError
+
+        if self.slides < 5:
+            raise ConfigError("--slides", f"{self.slides}: the demo needs at least 5 slides (5 folds: one to test, "
+                              "one to validate, the rest to train)")
+        if self.workers < 1:
+            raise ConfigError("--workers", "must be at least 1")
+
 
 def _tissue_overlays(cohort: str, out: str) -> pd.DataFrame:
     """Tissue mask + overlay PNG per slide and a summary table (fraction, tiles at 0.5 mpp)."""
@@ -76,7 +85,7 @@ def run_demo(cfg: DemoConfig) -> DemoReport:
     from .train.aggregator.fit import run_train
 
     out = os.path.abspath(cfg.out)
-    print(f"[1/5] synthesizing {cfg.slides} slides of {cfg.size}x{cfg.size} px in {out}/archive"
+    print(f"[1/5] synthesizing {cfg.slides} slides of {cfg.size}x{cfg.size * 3 // 4} px in {out}/archive"
           + (f", tissue tiled from the real patches of {cfg.texture_from}" if cfg.texture_from else ""))
     mpp, split = 0.5, {"test_fold": 0}
     if cfg.texture_from:

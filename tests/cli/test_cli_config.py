@@ -162,3 +162,43 @@ def test_ray_logs_go_under_the_out_folder_also_when_it_is_the_default():
     assert _out_folder(_parse(["demo"])) == DemoConfig().out
     assert _out_folder(_parse(["demo", "--out", "x"])) == "x"
     assert _out_folder(_parse(["info", "slide.svs"])) is None
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["encode", "a", "--out", "g", "--dtype", "float64"], "error: slidegrid encode: argument --dtype: invalid choice"),
+    (["encode", "a"], "error: slidegrid encode: the following arguments are required: --out"),
+    (["train", "--grids", "g", "--cohort", "c", "--out", "o", "--epochs", "x"],
+     "error: slidegrid train: argument --epochs: invalid int value: 'x'"),
+])
+def test_a_bad_command_line_is_one_error_line_and_exit_2(argv, says, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 2 and len(err) == 1 and err[0].startswith(says), err
+
+
+def test_help_names_each_options_default_from_its_config():
+    from slidegrid.geometry.tiling import GridSpec
+    from slidegrid.geometry.tissue import TissueConfig
+
+    shown = " ".join(_commands()["encode"].format_help().split())
+    assert f"(edge tiles are padded: outside the slide is glass) (default {GridSpec().min_tissue:g})" in shown
+    assert f"resolution of the tissue mask (µm/px) (default {TissueConfig().mpp:g})" in shown
+    assert "stored embedding type (default float16)" in shown
+    # Where a paper recipe decides, the help says so instead of naming TrainConfig's own value.
+    shown = " ".join(_commands()["train"].format_help().split())
+    assert "training epochs (default: the recipe's)" in shown and "(default 35)" not in shown
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["synth", "OUT", "--n", "0"], "error: --n: 0 slides"),
+    (["synth", "OUT", "--size", "10"], "error: --size: 10 px"),
+    (["synth", "OUT", "--tumour-rate", "5"], "error: --tumour-rate: 5.0 is a fraction"),
+    (["demo", "--out", "OUT", "--slides", "0"], "error: --slides: 0: the demo needs at least 5 slides"),
+])
+def test_synthetic_archives_refuse_sizes_that_cannot_be_made(argv, says, tmp_path, capsys):
+    argv = [str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(says), err
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

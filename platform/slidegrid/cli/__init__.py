@@ -30,6 +30,7 @@ from . import (
     train_seg,
     tune,
 )
+from .options import Parser
 
 # Each entry adds one subcommand; keep them in the order users meet them.
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
@@ -55,7 +56,7 @@ REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (all subcommands)."""
-    parser = argparse.ArgumentParser(prog="slidegrid", description="Whole-slide images to grids of tile "
+    parser = Parser(prog="slidegrid", description="Whole-slide images to grids of tile "
                                      "embeddings, and models trained on them, on Ray.")
     parser.add_argument("--version", action="version", version=f"slidegrid {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")

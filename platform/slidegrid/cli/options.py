@@ -9,23 +9,58 @@ import importlib
 import inspect
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with the CLI's error contract: a bad command line is one line `error: <command>: <reason>` and
+    exit code 2 (argparse's own prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
 class ConfigHelpFormatter(argparse.HelpFormatter):
-    """Help whose `%(default)s` of a config option is the config field's default (the flag has none itself), and
-    whose text may come from a function (`ConfigOptions.add(help=callable)`: a registry read only for --help)."""
+    """Help that shows each config option's default, read from the config (the flag has none itself): where the
+    text has `%(default)s`, and appended as "(default X)" where the text names none. Text may come from a function
+    (`ConfigOptions.add(help=callable)`: a registry read only for --help)."""
 
     def _expand_help(self, action: argparse.Action) -> str:
         text_from = getattr(action, "help_from", None)
         lookup = getattr(action, "config_default", None)
-        if text_from is not None or (lookup is not None and "%(default)" in (action.help or "")):
-            action = copy.copy(action)
-            if text_from is not None:
-                action.help = text_from()
-            if lookup is not None:
-                action.default = lookup()
-        return super()._expand_help(action)
+        if text_from is None and lookup is None:
+            return super()._expand_help(action)
+        action = copy.copy(action)
+        if text_from is not None:
+            action.help = text_from()
+        if lookup is None:
+            return super()._expand_help(action)
+        action.default = lookup()
+        text = "" if action.help == NO_HELP else action.help or ""
+        shown = _shown_default(action)
+        if shown is not None:
+            action.default = shown  # what %(default)s prints: 0.25, "150 400"
+            if getattr(action, "show_default", True) and "default" not in text.lower():
+                text = f"{text} (default {shown.replace('%', '%%')})".strip()
+        action.help = text
+        return super()._expand_help(action) if text else ""
+
+
+# The placeholder help of a config option given none: its line then shows the default alone.
+NO_HELP = "-"
+
+
+def _shown_default(action: argparse.Action) -> str | None:
+    """A config default worth printing: not unset (None, required), not a switch's off state, not empty."""
+    value = action.default
+    if (value is None or value is dataclasses.MISSING or isinstance(value, bool) or action.nargs == 0
+            or (hasattr(value, "__len__") and not isinstance(value, str) and not len(value))):
+        return None
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
+    return str(value)
 
 
 class ConfigOptions:
@@ -35,14 +70,16 @@ class ConfigOptions:
     Each flag's dest is a field of the config (dotted for a field of a nested config: `cleanup.threshold`) and
     the flag has no default of its own (`argparse.SUPPRESS`): unset, it is absent from the parsed namespace and
     the dataclass's default applies; `--help` shows that default where the help text asks for `%(default)s`.
+    `show_defaults` False: the help names no field default where another layer decides (a paper recipe).
     A bool field is a switch: `store_true` for a field that defaults to False, `store_false` (`--no-mlflow`,
     `--keep-ink`) for one that defaults to True; tests/cli/test_cli_config.py checks every flag against its field.
     The config class is named by "module:Class" and imported only when a command runs or shows its help, so
     `slidegrid --help` stays free of torch.
     """
 
-    def __init__(self, parser: argparse.ArgumentParser, config: str, key: str = "options") -> None:
-        self.parser, self.config_path = parser, config
+    def __init__(self, parser: argparse.ArgumentParser, config: str, key: str = "options",
+                 show_defaults: bool = True) -> None:
+        self.parser, self.config_path, self.show_defaults = parser, config, show_defaults
         self.actions: list[argparse.Action] = []
         self.converters: dict[str, Callable[[Any], Any]] = {}
         parser.formatter_class = ConfigHelpFormatter
@@ -66,8 +103,8 @@ class ConfigOptions:
         callable `help` is called for --help only, so that building the parser imports no model registry."""
         target = group if group is not None else self.parser
         help_from = kw.pop("help") if callable(kw.get("help")) else None
-        if help_from is not None:
-            kw["help"] = "-"  # replaced by ConfigHelpFormatter
+        if help_from is not None or kw.get("help") is None:
+            kw["help"] = NO_HELP  # replaced by ConfigHelpFormatter
         if flags[0].startswith("-"):
             name = field or flags[0].lstrip("-").replace("-", "_")
             if field and kw.get("action") is None and "metavar" not in kw:  # as argparse names the flag's own
@@ -77,6 +114,7 @@ class ConfigOptions:
             name = flags[0]
             action = target.add_argument(*flags, **kw)
         action.config_default = partial(self.default, name)
+        action.show_default = self.show_defaults
         if help_from is not None:
             action.help_from = help_from
         if convert is not None:

@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "k-NN) beside its random-weights twin",
                        description="Embeds the train and test splits of a patch set with encode's Ray Data actors, "
                        "fits a standardized logistic regression and a k-NN on the train split, and scores the test "
-                       "split: accuracy, balanced accuracy and AUC with 95%% bootstrap CIs, for the encoder and "
+                       "split: accuracy, balanced accuracy and AUC with 95% bootstrap CIs, for the encoder and "
                        "the same network with random weights (timm:, presets, learned encoders; none for "
                        "mean-rgb). Writes probe-<encoder>.csv/.json under --out and one MLflow run.")
     o = ConfigOptions(p, "slidegrid.probe_patches:ProbeConfig")

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add("--tumour-rate", type=float, help="fraction of slides with tumour")
     o.add("--tumour-radius-um", type=float, nargs=2, metavar=("MIN", "MAX"), convert=tuple,
           help="tumour radius range in µm (default %(default)s; capped at 0.3 of its tissue blob)")
-    o.add("--no-progress", field="progress", action="store_false")
+    o.add("--no-progress", field="progress", action="store_false", help="no progress bars")
     g = p.add_argument_group("real texture")
     o.add("--texture-from", metavar="PATCH_ROOT", group=g,
           help="tile tissue from the real patches of PATCH_ROOT/<split>/<0|1>/ (0 normal, 1 tumour; "

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     tissue = ConfigOptions(p, "slidegrid.geometry.tissue:TissueConfig", key="tissue")
     slide.add("uri", help="slide path or URI")
     job_argument(p, "--out", required=True, help="output folder (or object-store prefix)")
-    tissue.add("--mpp", type=float, help="mask resolution in µm/px (default %(default)g)")
+    tissue.add("--mpp", type=float, help="mask resolution in µm/px (default %(default)s)")
     job_argument(p, "--overlay-mpp", type=float, default=None, help="overlay resolution in µm/px (default: --mpp)")
     add_keep_ink(tissue)
     add_storage(slide)

@@ -22,7 +22,9 @@ def _aggregators() -> str:
 def add_train_arguments(p: argparse.ArgumentParser, concurrent: ConfigOptions | None = None) -> None:
     """Arguments of `slidegrid train` and `slidegrid tune` (its `concurrent` sweep options take --max-concurrent):
     the fields of TrainConfig, and --config, the YAML file of more of them."""
-    o = ConfigOptions(p, "slidegrid.train.aggregator.config:TrainConfig")
+    # Unset options take the model's paper recipe, then --config's YAML, then TrainConfig's own defaults: the
+    # help cannot name one default for them.
+    o = ConfigOptions(p, "slidegrid.train.aggregator.config:TrainConfig", show_defaults=False)
     o.add("--grids", required=True, help="grid store written by `slidegrid encode`")
     o.add("--cohort", required=True, help="cohort table (slide_id, uri, label/target/annotation, fold)")
     o.add("--out", required=True, help="output folder (checkpoints, MLflow store, plots)")
@@ -33,9 +35,9 @@ def add_train_arguments(p: argparse.ArgumentParser, concurrent: ConfigOptions | 
                "paper's cohort, augmentation; README 'Training recipes'); none: slidegrid's generic defaults. "
                "Explicit options still win and are recorded as recipe_overrides")
     job_argument(p, "--config", help="YAML file of training options (epochs, lr, optimizer, ...)")
-    o.add("--epochs", type=int)
-    o.add("--lr", type=float)
-    o.add("--batch-size", type=int)
+    o.add("--epochs", type=int, help="training epochs (default: the recipe's)")
+    o.add("--lr", type=float, help="learning rate (default: the recipe's)")
+    o.add("--batch-size", type=int, help="slides (or crops, sub-grids) per optimizer step (default: the recipe's)")
     o.add("--val-fold", type=int, help="cohort fold for validation: early stopping and the model kept (default "
           "with --test-fold: the next fold)")
     o.add("--test-fold", type=int, help="cohort fold held out as the test set, scored once at the end with the "

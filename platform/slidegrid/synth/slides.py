@@ -331,6 +331,10 @@ def write_synthetic_slide(path: str, spec: SyntheticSpec = SyntheticSpec(),
     return render.truth()
 
 
+# The smallest slide `synth` writes: a level 0 of a few tissue blobs (the tests' smallest slides are 1024 px).
+MIN_SYNTH_SIZE = 512
+
+
 def synthesize_archive(out_dir: str, n: int = 8, size: int = 4096, seed: int = 0, mpp: float | None = None,
                        tumour_rate: float = 0.5, n_folds: int = 5, progress: bool = True,
                        tumours: tuple[int, int] = (1, 2),
@@ -344,13 +348,21 @@ def synthesize_archive(out_dir: str, n: int = 8, size: int = 4096, seed: int = 0
     patch folder, `texture.load_patch_bank`) and `split`, tissue is tiled from that split's real
     patches at their own `patch_mpp` (default PCam's 0.97; `mpp`, when given, must equal it), cohort.csv gains
     a `texture_split` column and `texture.json` records how often patches repeat. ConfigError (nothing
-    written) for a missing split, a split without the patch classes needed, or an mpp that disagrees.
+    written) for a missing split, a split without the patch classes needed, an mpp that disagrees, no slides, a
+    size under MIN_SYNTH_SIZE or a tumour rate outside 0..1.
     """
     from tqdm import tqdm
 
     from ..errors import ConfigError
     from ..io.annotations import write_geojson
 
+    if n < 1:
+        raise ConfigError("--n", f"{n} slides: write at least 1")
+    if size < MIN_SYNTH_SIZE:
+        raise ConfigError("--size", f"{size} px: slides need at least {MIN_SYNTH_SIZE} px across (tissue blobs and "
+                                    "tumours are laid out at 0.5 µm/px)")
+    if not 0 <= tumour_rate <= 1:
+        raise ConfigError("--tumour-rate", f"{tumour_rate} is a fraction of the slides: within 0..1")
     bank = None
     if texture_from is None:
         if split is not None or patch_mpp is not None:
