@@ -18,6 +18,7 @@ from ray.cluster_utils import Cluster
 
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.geometry.tiling import GridSpec
+from slidegrid.stream.staging import STAGING
 
 
 def main(archive: str, out: str, tile_size: int) -> None:
@@ -30,9 +31,12 @@ def main(archive: str, out: str, tile_size: int) -> None:
     results: list = []
     job = threading.Thread(target=lambda: results.append(run_encode(cfg).results))
     job.start()
-    # Remove the node once the job is demonstrably under way (a first grid written) but not finished.
-    while job.is_alive() and not glob.glob(os.path.join(out, "*.parquet")):
-        time.sleep(0.05)
+    # Remove the node once the job is demonstrably under way but far from finished: the first chunk's part is in
+    # staging (a first committed grid came too late: the light model encodes a slide in well under a second, so
+    # on a fast machine the job could end within one poll of it).
+    while job.is_alive() and not [p for p in glob.glob(os.path.join(out, STAGING, "**"), recursive=True)
+                                  if os.path.isfile(p)]:
+        time.sleep(0.02)
     removed_mid_run = job.is_alive()
     cluster.remove_node(victim)  # add/remove_node only from the main thread (RAY-NOTES)
     job.join()
