@@ -63,6 +63,7 @@ def test_every_slide_has_an_outcome(encoded, archive):
     assert manifest["corrupt"]["status"] == "failed"
     assert all(manifest[f"s{i}"]["tiles"] > 0 for i in range(3))
     assert not os.path.exists(grid_uri(str(out), "corrupt"))
+    assert read_manifest(str(out)) == manifest  # the grid store's folder names its manifest too
 
 
 def test_mean_rgb_is_numpy_float64_mean_bit_for_bit():

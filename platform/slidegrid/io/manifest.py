@@ -78,8 +78,11 @@ class ManifestWriter:
 
 
 def read_manifest(uri: str, storage_options: Mapping[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """A manifest's rows by slide id (empty when there is none yet)."""
+    """A manifest's rows by slide id: `uri` is the manifest file or the output folder holding it (a grid store,
+    segment's output); empty when there is none yet."""
     fs, path = filesystem(uri, storage_options)
+    if fs.isdir(path):
+        fs, path = filesystem(join(uri, MANIFEST_NAME), storage_options)
     try:
         with fs.open(path, "rb") as f:
             table = pq.read_table(io.BytesIO(f.read()))
