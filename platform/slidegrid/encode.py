@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .encoders import EncoderSpec, build_encoder
+from .encoders import EncoderSpec, build_encoder, check_encoder_name
 from .encoders.preset import find_preset
 from .errors import ConfigError, error_text
 from .geometry.tiling import DEFAULT_MPP, DEFAULT_TILE_SIZE, GridSpec, tile_grid
@@ -91,6 +91,7 @@ class EncodeConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        check_encoder_name(self.encoder)
         self._resolve_geometry()
         if self.dtype not in ("float16", "float32"):
             raise ConfigError("--dtype", f"{self.dtype!r} is not float16 or float32")

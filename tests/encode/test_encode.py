@@ -172,8 +172,11 @@ def test_local_weights_change_the_embedding_and_hash(tmp_path, ray_local):
 
 
 def test_unknown_encoder_lists_choices(tmp_path):
-    with pytest.raises(ConfigError, match="mean-rgb"):
-        run_encode(_config(tmp_path, tmp_path / "g", encoder="nope"))
+    # Refused by the config itself, before any run (nothing built, no Ray).
+    for name in ("nope", "timm:", "nope:resnet18"):
+        with pytest.raises(ConfigError, match="unknown encoder .*mean-rgb"):
+            _config(tmp_path, tmp_path / "g", encoder=name)
+    assert _config(tmp_path, tmp_path / "g", encoder="timm:resnet18").encoder == "timm:resnet18"
 
 
 def test_s3_archive_to_s3_grids(tmp_path, ray_local, s3_bucket):

@@ -54,8 +54,17 @@ def available() -> list[str]:
     return sorted(_REGISTRY) + [p.name for p in all_presets()] + [f"{p}:NAME" for p in sorted(_PREFIXES)]
 
 
+def check_encoder_name(name: str) -> None:
+    """ConfigError listing the choices unless `name` is a registered encoder, a preset or PREFIX:ARG (nothing is
+    built: configs check names on construction)."""
+    prefix, _, arg = name.partition(":")
+    if name not in _REGISTRY and find_preset(name) is None and not (arg and prefix in _PREFIXES):
+        raise ConfigError("--encoder", f"unknown encoder {name!r}; choose one of {', '.join(available())}")
+
+
 def build_encoder(spec: EncoderSpec) -> Encoder:
     """Instantiate the encoder a spec names; unknown names are a ConfigError listing the choices."""
+    check_encoder_name(spec.name)
     if spec.name in _REGISTRY:
         return _REGISTRY[spec.name](spec)
     preset = find_preset(spec.name)  # published foundation models (encoders/foundation/), by name
@@ -64,9 +73,8 @@ def build_encoder(spec: EncoderSpec) -> Encoder:
 
         return build_preset(preset, spec)
     prefix, _, arg = spec.name.partition(":")
-    if arg and prefix in _PREFIXES:
-        return _PREFIXES[prefix](arg, spec)
-    raise ConfigError("--encoder", f"unknown encoder {spec.name!r}; choose one of {', '.join(available())}")
+    return _PREFIXES[prefix](arg, spec)
 
 
-__all__ = ["Encoder", "EncoderSpec", "available", "build_encoder", "register", "register_prefix"]
+__all__ = ["Encoder", "EncoderSpec", "available", "build_encoder", "check_encoder_name", "register",
+           "register_prefix"]
