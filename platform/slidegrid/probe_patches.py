@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .encode import AUTO_BATCH, EncodeActor, EncoderCheck, check_encoder
-from .encoders import EncoderSpec
+from .encoders import EncoderSpec, check_encoder_name
 from .encoders.learned import METHODS as LEARNED_METHODS
 from .encoders.patches import PatchSet, check_mpp, decode_patch, decode_patches, read_patch_set
 from .encoders.preset import find_preset
@@ -65,6 +65,7 @@ class ProbeConfig:
 
     def __post_init__(self) -> None:
         check_mpp(self.mpp)
+        check_encoder_name(self.encoder)
         if self.k < 1:
             raise ConfigError("--k", "must be a positive integer")
         if self.train_split == self.test_split:
