@@ -28,13 +28,15 @@ SETTINGS = {
 
 def train_row(root: str, method: str, workers: int, s: dict) -> tuple[dict, str]:
     """Train one encoder; its last epoch's throughput and loss, and the encoder file."""
+    from slidegrid.geometry.tiling import GridSpec
     from slidegrid.train.encoder.config import EncoderTrainConfig
     from slidegrid.train.encoder.fit import run_train_encoder
     from slidegrid.train.runner import plan_training
 
     cfg = EncoderTrainConfig(input=os.path.join(root, "train", "cohort.csv"),
                              out=os.path.join(root, f"{method}-{workers}"), method=method,
-                             code_size=s["code_size"], tile_size=s["tile_size"], mpp=s["mpp"], width=s["width"],
+                             code_size=s["code_size"], grid=GridSpec(tile_size=s["tile_size"], mpp=s["mpp"],
+                                                                      min_tissue=0.5), width=s["width"],
                              depth=s["depth"], epochs=s["epochs"], tiles=s["tiles"], batch_size=s["batch_size"],
                              workers=workers, mlflow=False)
     per_worker = plan_training(cfg, reads=True).cpus_per_worker  # what run_train_encoder plans (placement.py)

@@ -61,12 +61,13 @@ def _fmt(r: dict, k: str) -> str:
 
 def train_encoders(root: str, out: str, s: dict, methods: list[str]) -> dict[str, dict]:
     """run_train_encoder per method on train/ (validation valid/); encoder file, epochs, best epoch, seconds."""
+    from slidegrid.geometry.tiling import GridSpec
     from slidegrid.train.encoder.config import EncoderTrainConfig
     from slidegrid.train.encoder.fit import run_train_encoder
 
     trained = {}
     for m in methods:
-        cfg = EncoderTrainConfig(input=root, out=os.path.join(out, f"encoder-{m}"), method=m, mpp=MPP,
+        cfg = EncoderTrainConfig(input=root, out=os.path.join(out, f"encoder-{m}"), method=m, grid=GridSpec(mpp=MPP),
                                  train_split="train", val_split="valid", code_size=s["code_size"], width=s["width"],
                                  depth=s["depth"], epochs=s["epochs"][m], tiles=s["tiles"], batch_size=64,
                                  val_tiles=s["val_tiles"], mlflow=False)

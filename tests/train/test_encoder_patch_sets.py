@@ -22,6 +22,7 @@ from slidegrid.encoders.nets import to_input
 from slidegrid.encoders.patches import decode_patches
 from slidegrid.encoders.probe import linear_probe_scores
 from slidegrid.errors import ConfigError
+from slidegrid.geometry.tiling import GridSpec
 from slidegrid.train.encoder.config import EncoderTrainConfig
 from slidegrid.train.encoder.data import plan_patches, random_crop, read_batch, sample_rows, to_columns
 from slidegrid.train.encoder.loop import method_for, to_tensors
@@ -50,7 +51,8 @@ def folder(tmp_path_factory) -> Path:
 
 
 def _cfg(folder: Path, method: str, **kw) -> EncoderTrainConfig:
-    args = {"input": str(folder), "out": "/tmp/unused", "method": method, "mpp": 0.5, "train_split": "train",
+    args = {"input": str(folder), "out": "/tmp/unused", "method": method, "grid": GridSpec(mpp=0.5),
+            "train_split": "train",
             "val_split": "valid", "code_size": 8, "width": 8, "depth": 2, "tiles": 32, "batch_size": 8,
             "mlflow": False, **kw}
     return EncoderTrainConfig(**args)
@@ -153,7 +155,7 @@ def test_supervised_encoder_on_real_pcam_beats_its_random_twin():
     stream's own functions (rows, reads, augmentations, method step); probed on valid/ (never trained on).
     Measured (seeds 0-2): trained AUC 0.838 / 0.790 / 0.808, random twin 0.688; ~10 s."""
     torch.manual_seed(0)
-    cfg = EncoderTrainConfig(input=str(PCAM), out="/tmp/unused", method="supervised", mpp=0.97,
+    cfg = EncoderTrainConfig(input=str(PCAM), out="/tmp/unused", method="supervised", grid=GridSpec(mpp=0.97),
                              train_split="train", val_split="valid", code_size=32, width=8, depth=4, epochs=3,
                              tiles=512, batch_size=32, mlflow=False)
     assert cfg.tile_size == 96

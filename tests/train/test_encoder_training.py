@@ -56,7 +56,8 @@ def archive(tmp_path_factory):
 
 def _cfg(archive, method: str, **kw) -> EncoderTrainConfig:
     base = {"input": str(archive / "cohort.csv"), "out": str(archive / "out"), "method": method, "code_size": 16,
-            "tile_size": TILE, "mpp": MPP, "width": 8, "depth": 3, "tiles": 256, "batch_size": BATCH}
+            "grid": GridSpec(tile_size=TILE, mpp=MPP, min_tissue=0.5), "width": 8, "depth": 3, "tiles": 256,
+            "batch_size": BATCH}
     return EncoderTrainConfig(**{**base, **kw})
 
 

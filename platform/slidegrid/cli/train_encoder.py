@@ -47,9 +47,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add("--method", required=True, choices=METHODS)
     o.add("--out", required=True, help="output folder (encoder file, checkpoints, MLflow store)")
     o.add("--code-size", type=int, help="embedding size C (NIC: 128)")
-    o.add("--tile-size", type=int, help="tile side in pixels at --mpp (default: NIC's 128 on an archive, the "
+    o.add("--tile-size", field="grid.tile_size", type=int, help="tile side in pixels at --mpp (default: NIC's 128 on an archive, the "
           "patches' side on a patch set)")
-    o.add("--mpp", type=float, help="µm/px of the tiles (default 0.5 on an archive); a patch set's pixel size, "
+    o.add("--mpp", field="grid.mpp", type=float, help="µm/px of the tiles (default 0.5 on an archive); a patch set's pixel size, "
           "required there (PatchCamelyon: 0.97)")
     o.add("--train-split", help="patch set input: the split to train on (PCam: train); self-supervised methods "
           "ignore its labels, supervised uses them")
@@ -67,8 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add("--gamma", type=float, help="VAE: weight of the KL term (NIC Eq. 3)")
     o.add("--no-augment", field="augment", action="store_false", help="no augmentation of single tiles "
           "(contrastive pairs are always augmented)")
-    o.add("--min-tissue", type=float, help="min tissue fraction of a training tile")
-    o.add("--tissue-mpp", type=float, help="resolution of the tissue mask (µm/px)")
+    o.add("--min-tissue", field="grid.min_tissue", type=float, help="min tissue fraction of a training tile")
+    o.add("--tissue-mpp", field="tissue.mpp", type=float, help="resolution of the tissue mask (µm/px)")
     o.add("--storage", help="checkpoint storage (default OUT/checkpoints)")
     o.add("--name", help="run name; the same name and storage resume a run")
     o.add("--tracking-uri", help="MLflow tracking URI (default: SQLite under --out)")

@@ -4,7 +4,8 @@ the patches of one split of a labelled patch set (`train_split`; encoders/patche
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from ...encoders.learned import METHODS
@@ -25,14 +26,18 @@ ARCHIVE_MPP = 0.5
 
 @dataclass(frozen=True)
 class EncoderTrainConfig:
-    """One encoder training run; every field is a `train-encoder` flag of the same name."""
+    """One encoder training run; every field is a `train-encoder` flag of the same name, those of the nested
+    `grid` and `tissue` too (--tile-size, --mpp, --min-tissue; --tissue-mpp)."""
 
     input: str
     out: str
     method: str = "vae"
     code_size: int = 128
-    tile_size: int | None = None  # None: 128 on an archive, the patches' side on a patch set
-    mpp: float | None = None  # None: 0.5 on an archive; a patch set requires it (patches carry no pixel size)
+    # The tiles the encoder sees: side and µm/px (None: 128 px at 0.5 µm/px on an archive; the patches' side on a
+    # patch set, which requires the mpp: patches carry no pixel size), and on an archive the grid they come from
+    # (training tiles at least half tissue by default, where an encode grid keeps a quarter).
+    grid: GridSpec = field(default_factory=lambda: GridSpec(min_tissue=0.5))
+    tissue: TissueConfig = field(default_factory=TissueConfig)  # the tissue mask of an archive's slides
     width: int = 32  # channels of the first conv layer (doubling per layer)
     depth: int = 4  # stride-2 layers
     epochs: int = 10
@@ -41,8 +46,6 @@ class EncoderTrainConfig:
     lr: float | None = None  # default DEFAULT_LR[method]
     gamma: float = 1.0  # VAE: weight of the KL term (Eq. 3)
     augment: bool = True  # strong augmentation of single tiles (contrastive pairs are always augmented)
-    min_tissue: float = 0.5
-    tissue_mpp: float = 8.0
     workers: int = 1
     cpus_per_worker: float | None = None  # None: planned (1, or a share where nothing else fits)
     data_cpus: float | None = None  # CPUs kept for Ray Data reads (None: planned, placement.py)
@@ -65,17 +68,22 @@ class EncoderTrainConfig:
 
     def __post_init__(self) -> None:
         absolute_paths(self, "input", "out", "storage")
+        # As a Ray Train loop config (to_dict) the nested configs arrive as dicts.
+        for name, cls in (("grid", GridSpec), ("tissue", TissueConfig)):
+            if isinstance(getattr(self, name), Mapping):
+                object.__setattr__(self, name, cls(**getattr(self, name)))
+        grid = self.grid
         if self.patches:
             from ...encoders.patches import check_mpp
 
-            object.__setattr__(self, "mpp", check_mpp(self.mpp))
+            grid = replace(grid, mpp=check_mpp(grid.mpp))
+            object.__setattr__(self, "grid", grid)
             side = self.patch_side()
-            if self.tile_size is None:
-                object.__setattr__(self, "tile_size", side)
-            elif self.tile_size != side:
-                raise ConfigError("--tile-size", f"{self.tile_size} px, but the patches are {side} px: an encoder "
+            if grid.tile_size is not None and grid.tile_size != side:
+                raise ConfigError("--tile-size", f"{grid.tile_size} px, but the patches are {side} px: an encoder "
                                                  "trains on whole patches (crops are resized back to the patch "
                                                  "size); leave --tile-size out or resize the set")
+            object.__setattr__(self, "grid", grid.resolved(grid.mpp, side))
             if self.val_split == self.train_split:
                 raise ConfigError("--val-split", f"is the training split {self.train_split!r}: validation must "
                                                  "use other patches (PCam: --val-split valid, never test)")
@@ -86,8 +94,7 @@ class EncoderTrainConfig:
                 if value is not None:
                     raise ConfigError(flag, "only means something for a patch set: pass --train-split S "
                                             "(--input ROOT/<split>/<class>/ or a path,label,split table)")
-            object.__setattr__(self, "mpp", ARCHIVE_MPP if self.mpp is None else self.mpp)
-            object.__setattr__(self, "tile_size", ARCHIVE_TILE_SIZE if self.tile_size is None else self.tile_size)
+            object.__setattr__(self, "grid", grid.resolved(ARCHIVE_MPP, ARCHIVE_TILE_SIZE))
         if self.method not in METHODS:
             raise ConfigError("--method", f"{self.method!r} is not one of {', '.join(METHODS)}")
         for flag, value in (("--epochs", self.epochs), ("--workers", self.workers), ("--tiles", self.tiles)):
@@ -103,10 +110,9 @@ class EncoderTrainConfig:
         if self.gamma < 0:
             raise ConfigError("--gamma", "must be non-negative")
         _ = self.net  # building it validates code size, tile size and depth
-        GridSpec(mpp=self.mpp, tile_size=self.tile_size, min_tissue=self.min_tissue)
-        TissueConfig(mpp=self.tissue_mpp)
-        if self.crop_min is not None and not 8 <= self.crop_min <= self.tile_size:
-            raise ConfigError("--crop-min", f"{self.crop_min} px must lie in 8-{self.tile_size} (the tile size)")
+        side = self.tile_size
+        if self.crop_min is not None and not 8 <= self.crop_min <= side:
+            raise ConfigError("--crop-min", f"{self.crop_min} px must lie in 8-{side} (the tile size)")
 
     @property
     def patches(self) -> bool:
@@ -118,7 +124,7 @@ class EncoderTrainConfig:
         ConfigError for a non-square patch or a missing split."""
         from ...encoders.patches import decode_patch, read_patch_set
 
-        data = read_patch_set(self.input, self.mpp)
+        data = read_patch_set(self.input, self.grid.mpp)
         first = data.paths[int(data.split(self.train_split, "--train-split")[0])]
         h, w = decode_patch(first).shape[:2]
         if h != w:
@@ -126,15 +132,25 @@ class EncoderTrainConfig:
         return int(h)
 
     @property
+    def tile_size(self) -> int:
+        """The side in px of the tiles the encoder sees (the resolved grid's)."""
+        assert self.grid.tile_size is not None  # resolved in __post_init__
+        return self.grid.tile_size
+
+    @property
+    def mpp(self) -> float:
+        """The µm/px of the tiles the encoder sees (the resolved grid's)."""
+        assert self.grid.mpp is not None  # resolved in __post_init__
+        return self.grid.mpp
+
+    @property
     def crop_range(self) -> tuple[int, int]:
         """(min, max) side in px of the crops of contrastive patch pairs (max = the tile size)."""
-        assert self.tile_size is not None
         return (self.crop_min or max(8, round(self.tile_size * 2 / 3)), self.tile_size)
 
     @property
     def net(self) -> NetConfig:
         """Network geometry."""
-        assert self.tile_size is not None  # resolved in __post_init__
         return NetConfig(tile_size=self.tile_size, code_size=self.code_size, width=self.width, depth=self.depth)
 
     @property

@@ -30,8 +30,8 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError
-from ...geometry.tiling import GridSpec, sample_patches, tile_grid
-from ...geometry.tissue import TissueConfig, tissue_mask
+from ...geometry.tiling import sample_patches, tile_grid
+from ...geometry.tissue import tissue_mask
 from ...io.archive import SlideRecord, list_archive
 from .config import EncoderTrainConfig
 
@@ -72,14 +72,14 @@ def plan_slide(rec: SlideRecord, cfg: EncoderTrainConfig, patches: int, seed: in
     from ...io.slides import open_slide
 
     with open_slide(rec.uri, cfg.storage_options, rec.mpp) as slide:
-        tissue = tissue_mask(slide, TissueConfig(mpp=cfg.tissue_mpp))
-        grid = tile_grid(slide.info.dimensions, slide.mpp_xy, GridSpec(cfg.mpp, cfg.tile_size, None, cfg.min_tissue),
+        tissue = tissue_mask(slide, cfg.tissue)
+        grid = tile_grid(slide.info.dimensions, slide.mpp_xy, cfg.grid,
                          tissue)
         out = SlideTiles(rec.slide_id, rec.uri, rec.mpp, grid.row.astype(np.int64), grid.col.astype(np.int64),
                          grid.x, grid.y)
         if patches:
             # At least 8 mask pixels along a tile side, so "touches tumour" is decided finely enough.
-            mask_mpp = min(cfg.tissue_mpp, cfg.tile_size * cfg.mpp / 8)
+            mask_mpp = min(cfg.tissue.mpp, cfg.tile_size * cfg.mpp / 8)
             label = _label_mask(rec, slide, mask_mpp, cfg.storage_options)
             px, py, is_tumour = sample_patches(label, mask_mpp, tissue, slide.mpp, slide.info.dimensions, patches,
                                                cfg.tile_size, cfg.mpp, np.random.default_rng(seed))
@@ -186,7 +186,7 @@ def plan_archive(cfg: EncoderTrainConfig, use_ray: bool = True,
     plans = [p for p in plans if len(p) or len(p.patch_label)]
     if not plans:
         raise ConfigError(cfg.input, f"no slide has tissue tiles of {cfg.tile_size} px at {cfg.mpp} µm/px with "
-                                     f"--min-tissue {cfg.min_tissue}")
+                                     f"--min-tissue {cfg.grid.min_tissue}")
     return plans
 
 
