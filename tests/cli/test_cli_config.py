@@ -185,6 +185,12 @@ def test_help_names_each_options_default_from_its_config():
     assert f"(edge tiles are padded: outside the slide is glass) (default {GridSpec().min_tissue:g})" in shown
     assert f"resolution of the tissue mask (µm/px) (default {TissueConfig().mpp:g})" in shown
     assert "stored embedding type (default float16)" in shown
+    # A nested config's default is that of the owning config's instance, not of the nested class.
+    from slidegrid.train.encoder.config import EncoderTrainConfig
+
+    shown = " ".join(_commands()["train-encoder"].format_help().split())
+    assert EncoderTrainConfig.__dataclass_fields__["grid"].default_factory().min_tissue == 0.5
+    assert "min tissue fraction of a training tile (default 0.5)" in shown and "(default vae)" not in shown
     # Where a paper recipe decides, the help says so instead of naming TrainConfig's own value.
     shown = " ".join(_commands()["train"].format_help().split())
     assert "training epochs (default: the recipe's)" in shown and "(default 35)" not in shown

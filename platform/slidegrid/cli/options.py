@@ -53,7 +53,7 @@ NO_HELP = "-"
 def _shown_default(action: argparse.Action) -> str | None:
     """A config default worth printing: not unset (None, required), not a switch's off state, not empty."""
     value = action.default
-    if (value is None or value is dataclasses.MISSING or isinstance(value, bool) or action.nargs == 0
+    if (value is None or value is dataclasses.MISSING or isinstance(value, bool) or action.nargs == 0 or action.required
             or (hasattr(value, "__len__") and not isinstance(value, str) and not len(value))):
         return None
     if isinstance(value, float):
@@ -123,11 +123,13 @@ class ConfigOptions:
         return action
 
     def default(self, name: str) -> Any:
-        """The config's default of a (dotted) field; `dataclasses.MISSING` for a required one."""
-        target, value = self.config, None
-        for part in name.split("."):
-            value = config_fields(target)[part]
-            target = type(value)
+        """The config's default of a (dotted) field: a nested field's is that of the config's default instance
+        (EncoderTrainConfig's grid keeps min_tissue 0.5, not GridSpec's own 0.25); `dataclasses.MISSING` for a
+        required one."""
+        head, *rest = name.split(".")
+        value = config_fields(self.config)[head]
+        for part in rest:
+            value = getattr(value, part)
         return value
 
     def given(self, args: argparse.Namespace) -> dict[str, Any]:
