@@ -1,4 +1,5 @@
-"""The real inputs of ../shared/data/realworld/cases as an archive: symlinks, never copies."""
+"""Archives for the tests: the real inputs of ../shared/data/realworld/cases linked (never copied), or square
+synthetic slides written."""
 
 from __future__ import annotations
 
@@ -20,3 +21,12 @@ def case_archive(root: Path, links: dict[str, str], cases: Path) -> Path:
             pytest.skip(f"case input {name} not in {cases}")
         os.symlink(found[0], archive / f"{sid}{os.path.splitext(name)[1]}")
     return archive
+
+
+def synthetic_archive(root: Path, prefix: str, n: int, side: int, seed: int) -> Path:
+    """`root` holding n square synthetic slides `<prefix><i>.tiff` of `side` px, seeds seed .. seed + n - 1."""
+    from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
+
+    for i in range(n):
+        write_synthetic_slide(str(root / f"{prefix}{i}.tiff"), SyntheticSpec(width=side, height=side, seed=seed + i))
+    return root

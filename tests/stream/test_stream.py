@@ -10,6 +10,7 @@ import warnings
 import numpy as np
 import pytest
 
+from _cases import synthetic_archive
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.errors import SlidegridError
 from slidegrid.geometry.tiling import GridSpec
@@ -18,17 +19,13 @@ from slidegrid.io.manifest import read_manifest
 from slidegrid.stream import done_slides
 from slidegrid.stream.pipeline import RECORD_COLUMNS, write_parts
 from slidegrid.stream.staging import STAGING, part_uri, read_parts
-from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 TILE = 128
 
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stream")
-    for i in range(3):
-        write_synthetic_slide(str(root / f"s{i}.tiff"), SyntheticSpec(width=1536, height=1536, seed=70 + i))
-    return root
+    return synthetic_archive(tmp_path_factory.mktemp("stream"), "s", 3, 1536, seed=70)
 
 
 def _config(archive, out, **kw):

@@ -15,13 +15,13 @@ import numpy as np
 import psutil
 import pytest
 
+from _cases import synthetic_archive
 from _scenarios import run_scenario
 from slidegrid.encode import EncodeConfig, run_encode
 from slidegrid.geometry.tiling import GridSpec
 from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid
 from slidegrid.io.manifest import read_manifest
 from slidegrid.stream.staging import STAGING
-from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 REPO = Path(__file__).resolve().parents[2]
 TILE = 64
@@ -29,10 +29,7 @@ TILE = 64
 
 @pytest.fixture(scope="module")
 def archive(tmp_path_factory):
-    root = tmp_path_factory.mktemp("faults")
-    for i in range(6):
-        write_synthetic_slide(str(root / f"f{i}.tiff"), SyntheticSpec(width=2048, height=2048, seed=40 + i))
-    return root
+    return synthetic_archive(tmp_path_factory.mktemp("faults"), "f", 6, 2048, seed=40)
 
 
 @pytest.fixture(scope="module")
