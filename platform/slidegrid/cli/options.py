@@ -1,4 +1,5 @@
-"""Options and output helpers the commands share (storage, placement, tissue, tables)."""
+"""What the commands share: flags bound to config fields (ConfigOptions, one default per setting), the parser
+and help formats of the error contract, the shared flags (storage, placement, tissue, reader) and output helpers."""
 
 from __future__ import annotations
 
@@ -69,7 +70,7 @@ class ConfigOptions:
 
     Each flag's dest is a field of the config (dotted for a field of a nested config: `cleanup.threshold`) and
     the flag has no default of its own (`argparse.SUPPRESS`): unset, it is absent from the parsed namespace and
-    the dataclass's default applies; `--help` shows that default where the help text asks for `%(default)s`.
+    the dataclass's default applies; `--help` shows that default (ConfigHelpFormatter).
     `show_defaults` False: the help names no field default where another layer decides (a paper recipe).
     A bool field is a switch: `store_true` for a field that defaults to False, `store_false` (`--no-mlflow`,
     `--keep-ink`) for one that defaults to True; tests/cli/test_cli_config.py checks every flag against its field.
