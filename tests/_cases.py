@@ -1,5 +1,5 @@
-"""Archives for the tests: the real inputs of ../shared/data/realworld/cases linked (never copied), or square
-synthetic slides written."""
+"""Archives for the tests: the real inputs of ../shared/data/realworld/cases linked (never copied), or synthetic
+slides written."""
 
 from __future__ import annotations
 
@@ -23,10 +23,13 @@ def case_archive(root: Path, links: dict[str, str], cases: Path) -> Path:
     return archive
 
 
-def synthetic_archive(root: Path, prefix: str, n: int, side: int, seed: int) -> Path:
-    """`root` holding n square synthetic slides `<prefix><i>.tiff` of `side` px, seeds seed .. seed + n - 1."""
+def synthetic_archive(root: Path, prefix: str, n: int, side: int, seed: int, height: int | None = None) -> Path:
+    """`root` (made if missing) holding n synthetic slides `<prefix><i>.tiff`, `side` px wide and `height` (default
+    `side`) px high, seeds seed .. seed + n - 1."""
     from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
+    root.mkdir(parents=True, exist_ok=True)
     for i in range(n):
-        write_synthetic_slide(str(root / f"{prefix}{i}.tiff"), SyntheticSpec(width=side, height=side, seed=seed + i))
+        write_synthetic_slide(str(root / f"{prefix}{i}.tiff"),
+                              SyntheticSpec(width=side, height=height or side, seed=seed + i))
     return root

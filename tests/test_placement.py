@@ -169,15 +169,12 @@ def test_train_run_that_cannot_start_fails_with_one_line(ray_local, tmp_path, mo
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_encode_on_a_cluster_whose_only_worker_has_one_cpu(tmp_path, ray_local):
+    from _cases import synthetic_archive
     from slidegrid.encode import EncodeConfig, run_encode
     from slidegrid.geometry.tiling import GridSpec
     from slidegrid.io.grids import grid_uri, read_grid
-    from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
-    archive = tmp_path / "slides"
-    archive.mkdir()
-    for i in range(2):
-        write_synthetic_slide(str(archive / f"s{i}.tiff"), SyntheticSpec(width=1536, height=1024, seed=70 + i))
+    archive = synthetic_archive(tmp_path / "slides", "s", 2, 1536, seed=70, height=1024)
     out = tmp_path / "one-cpu"
     report = run_scenario("one_cpu_worker", archive, out, 64, timeout=540)
     for name, got in report.items():

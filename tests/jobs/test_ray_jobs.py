@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from _cases import synthetic_archive
 from _servers import free_port
 from slidegrid.io.grids import MANIFEST_NAME, grid_uri, read_grid
 from slidegrid.io.manifest import read_manifest
-from slidegrid.synth.slides import SyntheticSpec, write_synthetic_slide
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,10 +95,7 @@ RUNTIME_ENV = {"working_dir": str(REPO), "excludes": [".venv", ".git", "tests", 
 def test_encode_job_submitted_to_a_ray_head(ray_head, tmp_path):
     from ray.job_submission import JobStatus
 
-    archive = tmp_path / "archive"
-    archive.mkdir()
-    for i in range(2):
-        write_synthetic_slide(str(archive / f"j{i}.tiff"), SyntheticSpec(width=1024, height=1024, seed=70 + i))
+    archive = synthetic_archive(tmp_path / "archive", "j", 2, 1024, seed=70)
     out = tmp_path / "grids"
     job = _submit(ray_head, f"python jobs/encode.py {archive} --out {out} --tile-size 128 --no-mlflow --no-progress")
     status = _wait(ray_head, job)

@@ -139,9 +139,9 @@ class ConfigOptions:
         return {a.dest: self.converters.get(a.dest, _same)(values[a.dest]) for a in self.actions if a.dest in values}
 
     def value(self, args: argparse.Namespace, name: str) -> Any:
-        """The value a field gets: the option given, else the config's default."""
-        given = self.given(args)
-        return given[name] if name in given else self.default(name)
+        """The value a field gets: the option given (converted; no other option is), else the config's default."""
+        values = vars(args)
+        return self.converters.get(name, _same)(values[name]) if name in values else self.default(name)
 
     def build(self, args: argparse.Namespace, **extra: Any) -> Any:
         """The config from the given options (nested configs filled in from their defaults) plus `extra`; for a
