@@ -15,7 +15,8 @@ One run, two tables, with wall times:
     from `train/` patches, validation slides from `valid/`, test slides from `test/`, one cohort with a `split`
     column; grids of 96-px tiles at 0.97 µm/px from mean-RGB and from the best learned encoder (chosen by its
     linear-probe AUC on `valid/`, never `test/`); the attention classifier and the NIC CNN with their paper
-    recipes (fewer attention epochs unless `--attention-epochs 35`: the budget); test AUC / accuracy with 95%
+    recipes (`--attention-epochs N` shortens the attention one); 40 / 20 / 30 slides of 4096 x 3072 px, one
+    lesion of 40-500 µm radius per tumour slide (`--quick`: 6 / 4 / 6, one attention epoch); test AUC / accuracy with 95%
     CIs and AUC by lesion-size tercile (NIC Fig. 6/8, `benchmark_train.held_out_row`). Also the tissue check: how
     many of the patch cells (and tumour cells) the tissue mask keeps as grid tiles, at several --min-tissue.
 """
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import tempfile
 import time
@@ -42,11 +44,11 @@ METHODS = ("vae", "contrastive", "bigan", "supervised")
 # step (D + G + E) costs ~7x the supervised one, the VAE's ~2.5x (measured on this machine).
 SETTINGS = {
     False: {"epochs": {"vae": 8, "contrastive": 10, "bigan": 5, "supervised": 10}, "code_size": 32, "width": 16,
-            "depth": 4, "tiles": 1984, "val_tiles": 1024, "slides": {"train": 10, "val": 6, "test": 10},
-            "size": 8192, "attention_epochs": 1},
+            "depth": 4, "tiles": 1984, "val_tiles": 1024, "slides": {"train": 40, "val": 20, "test": 30},
+            "size": 4096, "attention_epochs": None, "radius_um": (40.0, 500.0)},
     True: {"epochs": {"vae": 2, "contrastive": 2, "bigan": 1, "supervised": 2}, "code_size": 32, "width": 8,
            "depth": 4, "tiles": 512, "val_tiles": 256, "slides": {"train": 6, "val": 4, "test": 6},
-           "size": 8192, "attention_epochs": 1},
+           "size": 4096, "attention_epochs": 1, "radius_um": (40.0, 500.0)},
 }
 # The README's `slidegrid probe --encoder timm:resnet18 --weights random` run (same data and probes), quoted
 # when --resnet18 is not given.
@@ -190,7 +192,7 @@ def patch_table(root: str, out: str, s: dict, methods: list[str], resnet18: bool
 
 def build_cohort(root: str, out: str, s: dict) -> tuple[str, dict[str, dict]]:
     """Three real-texture cohorts (train/ -> train, valid/ -> val, test/ -> test; synth.texture's
-    synthesize_split_cohorts) with one tumour per tumour slide of radius 40-1000 µm, and a copy of the joined
+    synthesize_split_cohorts) with one tumour per tumour slide of the settings' radius range, and a copy of the joined
     cohort with `radius_um` (equivalent radius of the tumour cells) and `mask` (truth PNG); returns it and each
     role's texture.json."""
     import pandas as pd
@@ -199,7 +201,7 @@ def build_cohort(root: str, out: str, s: dict) -> tuple[str, dict[str, dict]]:
 
     d = os.path.join(out, "slides")
     joined = synthesize_split_cohorts(d, root, s["slides"], size=s["size"], seed=1, tumours=(1, 1),
-                                      tumour_radius_um=(40.0, 1000.0), progress=False)
+                                      tumour_radius_um=s["radius_um"], progress=False)
     texture = {}
     for role in s["slides"]:
         with open(os.path.join(d, role, "texture.json")) as f:
@@ -272,6 +274,9 @@ def slide_table(root: str, out: str, s: dict, encoder: str, weights: str, attent
     lines = ["| encoder | model | recipe | train/val/test slides | test AUC (95% CI) | test accuracy (95% CI) | "
              "test AUC by lesion radius | encode s | train s |", "|---|---|---|---|---|---|---|---|---|"]
     check: list[str] = []
+    # NIC's R x R crops (§3.2) of grids smaller than the paper's R = 400: one crop holds the whole grid (its side
+    # in cells rounded up to a multiple of 16), so no tumour is cropped away and no compute goes to padding.
+    crop = -(-math.ceil(s["size"] / 96) // 16) * 16
     for name, weights_ in (("mean-rgb", None), (encoder, weights)):
         grids = os.path.join(out, "grids", name)
         t0 = time.perf_counter()
@@ -283,7 +288,8 @@ def slide_table(root: str, out: str, s: dict, encoder: str, weights: str, attent
             check = tissue_check(cohort, texture, grids)
             print("\n".join(check), flush=True)
         for model in ("attention", "nic-cnn"):
-            extra = {"crop": 96, "test_crops": 2} if model == "nic-cnn" else {"epochs": attention_epochs}
+            extra = {"crop": crop, "test_crops": 2} if model == "nic-cnn" else (
+                {"epochs": attention_epochs} if attention_epochs else {})
             cfg = build_train_config({"grids": grids, "cohort": cohort, "model": model, "workers": 2,
                                       "out": os.path.join(out, "train", f"{name}-{model}"), **extra})
             t0 = time.perf_counter()
@@ -304,8 +310,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny training and cohort (a smoke run, minutes)")
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--resnet18", action="store_true", help="also probe a random ResNet-18 (~4 min on 2 cores)")
-    p.add_argument("--attention-epochs", type=int, default=None, help="attention recipe epochs (paper: 35; "
-                   "default 1: 38 steps of 64 grids, the budget of a 2-core CPU)")
+    p.add_argument("--attention-epochs", type=int, default=None, help="attention recipe epochs (default: "
+                   "the paper's 35; --quick: 1)")
     p.add_argument("--skip-slides", action="store_true")
     a = p.parse_args()
     s = SETTINGS[a.quick]

@@ -178,7 +178,12 @@ def held_out_row(model_name: str, cfg, result, seconds: float, radius: dict[str,
         by_size.append(f"{name}: {metrics.auc([labels[s] for s in ids], [scores[s] for s in ids]):.3f} "
                        f"(n={len(pos)})")
     t = result.test
-    return {"model": model_name, "recipe": f"{cfg.recipe} {list(cfg.recipe_overrides) or ''}".strip(),
+    changed = ", ".join(f"{k} {getattr(cfg, k)}" for k in cfg.recipe_overrides)
+    h = result.history
+    best = h[-1].get("best_epoch", -1) if h else -1
+    stopped = f", stopped early (patience {cfg.patience})" if len(h) < cfg.epochs else ""
+    kept = f"; kept epoch {best + 1} of {len(h)}{stopped}" if best >= 0 else ""
+    return {"model": model_name, "recipe": f"{cfg.recipe}{f' ({changed})' if changed else ''}{kept}",
             "train/val/test slides": f"{len(split.train)}/{len(split.val)}/{len(test)}",
             "test AUC (95% CI)": f"{t['test_auc']:.3f} ({t['test_auc_ci_low']:.3f}-{t['test_auc_ci_high']:.3f})",
             "test accuracy (95% CI)": f"{t['test_accuracy']:.3f} ({t['test_accuracy_ci_low']:.3f}-"

@@ -174,3 +174,18 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, case):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(expect), err
     assert not (tmp_path / "out").exists()  # refused before writing anything
+
+
+def test_lesion_size_is_controlled_down_to_one_cell():
+    """NIC Fig. 6/8 bins slides by lesion size, so the asked radius must reach the slide: a lesion far smaller
+    than a patch cell still holds its centre cell (exactly one tumour cell), and a larger one has the asked
+    size up to the cell quantization (equivalent radius of its tumour cells within a cell's width)."""
+    bank = load_patch_bank(str(PCAM), "train")
+    one = MosaicRenderer(SyntheticSpec(width=4096, height=3072, mpp=MPP, seed=3, tumour_radius_um=(10, 10)), bank)
+    assert int((one.truth().cells == 2).sum()) == 1
+    for seed in range(6):
+        # Every blob of an 8192 x 6144 slide holds a 500-µm lesion (the layout used to cap it at 0.3 of its blob).
+        spec = SyntheticSpec(width=8192, height=6144, mpp=MPP, seed=seed, tumour_radius_um=(500, 500))
+        truth = MosaicRenderer(spec, bank).truth()
+        radius = (truth.tumour_area_um2 / np.pi) ** 0.5
+        assert abs(radius - 500) < CELL * MPP, (seed, radius)

@@ -88,3 +88,26 @@ def test_writing_a_large_slide_uses_bounded_memory(tmp_path):
         tracemalloc.stop()
     assert peaks[1] < 1.5 * peaks[0] + 20e6, f"peak grew with the slide: {peaks}"
     assert peaks[1] < 16000 * 16000 * 3 / 4  # a quarter of the full RGB level 0
+
+
+def test_lesions_keep_the_asked_radius_and_lie_inside_their_tissue():
+    """A lesion takes the radius drawn from tumour_radius_um (uniform), shrunk only where its blob is too small
+    to hold it, and its whole boundary lies inside the blob (it used to be capped at 0.3 of the blob's radius:
+    a 40-500 µm range gave 80-250 µm lesions on a 4096-px slide)."""
+    from slidegrid.synth.slides import layout
+
+    radii = []
+    for seed in range(60):
+        spec = SyntheticSpec(width=4096, height=3072, mpp=1.0, seed=seed, tumour_radius_um=(40, 400))
+        tissue, (lesion,) = layout(spec)
+        boundary = lesion.polygon(256)
+        assert tissue[0].contains(boundary[:, 0], boundary[:, 1]).all(), f"seed {seed}: lesion leaves its blob"
+        radii.append(lesion.radius)
+    radii = np.array(radii)
+    assert radii.min() >= 40 and radii.max() <= 400
+    # Every blob of a 4096 x 3072 slide holds a 400-µm lesion at 1 µm/px, so the draws are the asked uniform ones.
+    assert radii.max() > 350 and np.mean(radii > 250) > 0.3
+    # A blob too small for the asked radius shrinks the lesion to fit (inside it, as above).
+    tissue, (lesion,) = layout(SyntheticSpec(width=1024, height=1024, mpp=1.0, seed=0, tumour_radius_um=(900, 1000)))
+    assert lesion.radius < 900
+    assert tissue[0].contains(*lesion.polygon(256).T).all()

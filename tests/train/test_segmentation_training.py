@@ -193,8 +193,8 @@ def test_mrn_recipe_learns_lesions_on_slides_it_never_saw(ray_local, tmp_path):
         prob = tifffile.imread(str(seg / sid / "heatmap.tif")).astype(np.float32) / 255
         truth = cv2.imread(str(tmp_path / "heldout" / "masks" / f"{sid}.png"), cv2.IMREAD_GRAYSCALE) > 0  # 8 µm/px
         pred = cv2.resize(prob, truth.shape[::-1], interpolation=cv2.INTER_AREA) >= 0.5
-        # Baselines: all background scores 0, all tumour (chance for small lesions) under 0.05.
-        assert truth.any() and dice(np.zeros_like(truth), truth) == 0.0 and dice(np.ones_like(truth), truth) < 0.05
+        # Baselines: all background scores 0, all tumour (lesions are a few % of the slide) under 0.15.
+        assert truth.any() and dice(np.zeros_like(truth), truth) == 0.0 and dice(np.ones_like(truth), truth) < 0.15
         scores.append(dice(pred, truth))
     assert min(scores) > MRN_MIN_DICE, scores
 

@@ -143,8 +143,15 @@ def _harmonics(rng: np.random.Generator, amp: float) -> tuple[tuple[float, int, 
                  for k in (2, 3, 5, 7))
 
 
+_TUMOUR_WOBBLE = 0.2  # amplitude of a lesion's boundary harmonics (_harmonics)
+# The furthest a lesion's boundary reaches, in units of its radius: 1 + the largest sum of its harmonics.
+_REACH = 1 + _TUMOUR_WOBBLE * sum(1 / k for k in (2, 3, 5, 7))
+
+
 def layout(spec: SyntheticSpec) -> tuple[list[Region], list[Region]]:
-    """Tissue blobs and tumour regions (tumours lie well inside a blob), deterministic per seed."""
+    """Tissue blobs and tumour regions, deterministic per seed. Each tumour lies wholly inside its blob with the
+    radius drawn from `spec.tumour_radius_um`, shrunk only where the blob is too small to hold it (a blob's
+    radius is 0.18-0.28 of the slide's shorter side)."""
     rng = np.random.default_rng(spec.seed)
     if spec.blank:
         return [], []
@@ -158,10 +165,13 @@ def layout(spec: SyntheticSpec) -> tuple[list[Region], list[Region]]:
     for i in range(spec.n_tumours):
         blob = tissue[i % len(tissue)]
         lo, hi = (v / spec.mpp for v in spec.tumour_radius_um)
-        r = float(min(rng.uniform(lo, hi), 0.3 * blob.radius))
-        ang, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, 0.3) * blob.radius
+        # The drawn radius is kept unless the lesion would not fit inside its blob: the blob's boundary never
+        # comes closer to its centre than `inner`, a lesion never reaches further than its radius times `reach`.
+        inner = blob.radius * (1 - sum(a for a, _, _ in blob.harmonics))
+        r = float(min(rng.uniform(lo, hi), 0.9 * inner / _REACH))
+        ang, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, 1) * max(0.0, 0.9 * inner - r * _REACH)
         tumours.append(Region(float(blob.cx + dist * np.cos(ang)), float(blob.cy + dist * np.sin(ang)), r,
-                              _harmonics(rng, 0.2)))
+                              _harmonics(rng, _TUMOUR_WOBBLE)))
     return tissue, tumours
 
 

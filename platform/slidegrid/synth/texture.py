@@ -16,7 +16,8 @@ Repeats: a cell draws uniformly from the N patches of its class, so n cells of t
 N(1 - (1 - 1/N)^n) distinct patches. Measured over 40 layouts: a 4096 x 3072 slide at 96 px (0.97 µm/px) has
 435 tissue cells (285-581), so on PCam `train/` (1,000 normal patches) ~353 distinct normal patches, each
 ~1.2 times; a cohort of S such slides uses each normal patch ~0.43 S times (40 slides: ~17). Tumour cells are
-few (18 per tumour slide, 9-32), so tumour patches repeat far less (20 tumour slides: ~0.4 uses per patch).
+few (27 per tumour slide at the default 150-400 µm, 9-55), so tumour patches repeat far less (20 tumour slides:
+~0.5 uses per patch).
 An 8192 x 6144 slide has 1,737 tissue cells, ~2.1 uses per normal patch used. `synthesize_archive` writes the
 measured counts to `texture.json`.
 
