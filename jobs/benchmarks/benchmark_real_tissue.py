@@ -316,6 +316,14 @@ def main() -> None:
     a = p.parse_args()
     s = SETTINGS[a.quick]
     out = a.out or tempfile.mkdtemp(prefix="bench-real-")
+    from slidegrid.runtime import ray_logs_to
+
+    with ray_logs_to(os.path.join(out, "ray.log")):  # says where, once Ray starts
+        run(a, s, out)
+
+
+def run(a: argparse.Namespace, s: dict, out: str) -> None:
+    """Both parts, their tables and wall times (main's work, inside the Ray log redirection)."""
     t_all = time.perf_counter()
     t0 = time.perf_counter()
     lines, trained = patch_table(a.patches, out, s, a.methods.split(","), a.resnet18)

@@ -147,11 +147,19 @@ def test_a_folder_without_index_csv(tmp_path):
     assert (tmp_path / "s.tiff").read_bytes() == (tmp_path / "again.tiff").read_bytes()
 
 
-@pytest.mark.parametrize("case", ["bad-split", "no-split", "no-tumour-patches", "mpp-mismatch", "split-alone"])
+@pytest.mark.parametrize("case", ["bad-split", "no-split", "no-tumour-patches", "mpp-mismatch", "split-alone",
+                                  "root-too-high", "radius-reversed", "radius-negative"])
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, case):
     root = PCAM
     args = ["--split", "valid"]
-    if case == "bad-split":
+    if case == "root-too-high":  # the folder holding the patch set, not the set
+        root = PCAM.parent
+        expect = f"error: {PCAM}: read as a class folder, but it holds folders (test, train, valid); if it is a " \
+                 "patch set itself, pass it as the root"
+    elif case.startswith("radius"):
+        args += ["--tumour-radius-um", *(("500", "40") if case == "radius-reversed" else ("-40", "60"))]
+        expect = "error: --tumour-radius-um: "
+    elif case == "bad-split":
         args = ["--split", "validation"]
         expect = f"error: {PCAM}: no split 'validation' here (splits: test, train, valid); pass --split"
     elif case == "no-split":

@@ -185,13 +185,15 @@ def test_supervised_encoder_on_real_pcam_beats_its_random_twin():
 
 
 @pytest.mark.skipif(not (PCAM / "index.csv").exists(), reason=f"no PCam patches in {PCAM}")
-def test_split_cohorts_tile_each_role_from_its_own_split(tmp_path):
+def test_split_cohorts_tile_each_role_from_its_own_split(tmp_path, monkeypatch):
     import pandas as pd
 
     from slidegrid.synth.texture import synthesize_split_cohorts
 
-    path = synthesize_split_cohorts(str(tmp_path), str(PCAM), {"train": 2, "val": 1, "test": 1}, size=1024,
+    monkeypatch.chdir(tmp_path)  # a relative folder: the joined cohort's URIs are still absolute
+    path = synthesize_split_cohorts("cohorts", str(PCAM), {"train": 2, "val": 1, "test": 1}, size=1024,
                                     progress=False)
+    monkeypatch.chdir(Path(path).parent.parent.parent)  # read from elsewhere, as `slidegrid encode` would
     cohort = pd.read_csv(path, keep_default_na=False)
     assert cohort["split"].tolist() == ["train", "train", "val", "test"]
     assert cohort["texture_split"].tolist() == ["train", "train", "valid", "test"]  # one patch split per role

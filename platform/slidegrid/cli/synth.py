@@ -36,7 +36,9 @@ def register(sub: argparse._SubParsersAction) -> None:
           "different --mpp is refused)")
     o.add("--tumour-rate", type=float, help="fraction of slides with tumour")
     o.add("--tumour-radius-um", type=float, nargs=2, metavar=("MIN", "MAX"), convert=tuple,
-          help="tumour radius range in µm (default %(default)s; shrunk only where its tissue blob is too small)")
+          help="radius range of each lesion in µm, drawn uniformly (default %(default)s); a tumour slide has 1 or 2 "
+          "lesions (tumour_area_um2 in cohort.csv is their sum), each wholly inside its tissue blob, shrunk only "
+          "where the blob is too small")
     o.add("--no-progress", field="progress", action="store_false", help="no progress bars")
     g = p.add_argument_group("real texture")
     o.add("--texture-from", metavar="PATCH_ROOT", group=g,

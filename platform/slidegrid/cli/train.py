@@ -77,7 +77,8 @@ def _train(args: argparse.Namespace) -> int:
     shown = {k: round(v, 4) for k, v in result.metrics.items() if k.startswith(("val_", "train_loss"))}
     print(f"trained {cfg.model} ({cfg.task}) for {len(result.history)} epochs: {shown}")
     best = result.history[-1].get("best_epoch") if result.history else None
-    print(f"selected model: epoch {best} (lowest validation loss)")
+    if best is not None and best >= 0:  # history counts from 0, the epoch lines on the terminal from 1
+        print(f"selected model: epoch {best + 1} of {len(result.history)} (lowest validation loss)")
     if result.test:
         print(f"test set, scored once: {metrics_text(result.test)}")
     else:

@@ -105,9 +105,14 @@ def _class_labels(names: Sequence[str]) -> dict[str, int]:
 def _class_files(folder: str) -> list[str]:
     """The image files of one class folder; ConfigError for anything else in it, or for no image at all."""
     files = []
-    for name in _visible(folder):
+    names = _visible(folder)
+    inner = [n for n in names if os.path.isdir(os.path.join(folder, n))]
+    if inner:  # a class folder never holds folders: most often ROOT was given one level too high
+        raise ConfigError(folder, f"read as a class folder, but it holds folders ({', '.join(inner[:3])}); if it is "
+                                  "a patch set itself, pass it as the root (not its parent folder)")
+    for name in names:
         path = os.path.join(folder, name)
-        if os.path.isdir(path) or not name.lower().endswith(IMAGE_SUFFIXES):
+        if not name.lower().endswith(IMAGE_SUFFIXES):
             raise ConfigError(path, f"not an image ({', '.join(IMAGE_SUFFIXES)}): a class folder holds only its "
                                     "patches; move it out")
         files.append(path)

@@ -359,7 +359,7 @@ def synthesize_archive(out_dir: str, n: int = 8, size: int = 4096, seed: int = 0
     patches at their own `patch_mpp` (default PCam's 0.97; `mpp`, when given, must equal it), cohort.csv gains
     a `texture_split` column and `texture.json` records how often patches repeat. ConfigError (nothing
     written) for a missing split, a split without the patch classes needed, an mpp that disagrees, no slides, a
-    size under MIN_SYNTH_SIZE or a tumour rate outside 0..1.
+    size under MIN_SYNTH_SIZE, a tumour rate outside 0..1 or a radius range that is not 0 < min <= max.
     """
     from tqdm import tqdm
 
@@ -373,6 +373,11 @@ def synthesize_archive(out_dir: str, n: int = 8, size: int = 4096, seed: int = 0
                                     "tumours are laid out at 0.5 µm/px)")
     if not 0 <= tumour_rate <= 1:
         raise ConfigError("--tumour-rate", f"{tumour_rate} is a fraction of the slides: within 0..1")
+    lo, hi = tumour_radius_um
+    if not 0 < lo <= hi:
+        raise ConfigError("--tumour-radius-um", f"{lo:g} {hi:g}: give MIN MAX in µm with 0 < MIN <= MAX (e.g. "
+                                                f"{SyntheticSpec.tumour_radius_um[0]:g} "
+                                                f"{SyntheticSpec.tumour_radius_um[1]:g})")
     bank = None
     if texture_from is None:
         if split is not None or patch_mpp is not None:

@@ -244,6 +244,7 @@ def synthesize_split_cohorts(out_dir: str, texture_from: str, n: dict[str, int],
     as synthesize_archive's, or for an unknown role."""
     from .slides import synthesize_archive
 
+    out_dir = os.path.abspath(out_dir)  # the joined cohort's URIs are absolute wherever it is read from
     splits = splits or ROLE_SPLITS
     unknown = sorted(set(n) - set(splits))
     if unknown:
