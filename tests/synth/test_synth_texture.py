@@ -197,3 +197,25 @@ def test_lesion_size_is_controlled_down_to_one_cell():
         truth = MosaicRenderer(spec, bank).truth()
         radius = (truth.tumour_area_um2 / np.pi) ** 0.5
         assert abs(radius - 500) < CELL * MPP, (seed, radius)
+
+
+def test_roles_build_the_joined_split_cohort_from_the_cli(tmp_path, capsys):
+    """`synth --roles`: the three roles from their own splits, joined with the `split` column train reads."""
+    out = tmp_path / "real"
+    assert main(["synth", str(out), "--texture-from", str(PCAM), "--roles", "train=2,val=1,test=1", "--size", "1024",
+                 "--seed", "1", "--no-progress"]) == 0
+    cohort = pd.read_csv(out / "cohort.csv", keep_default_na=False)
+    assert cohort["split"].tolist() == ["train", "train", "val", "test"]
+    assert cohort["texture_split"].tolist() == ["train", "train", "valid", "test"]
+    assert all(Path(u).is_absolute() and Path(u).exists() for u in cohort["uri"])
+    capsys.readouterr()
+    for extra, expect in ((["--split", "train"], "error: --split: not with --roles"),
+                          (["--n", "3"], "error: --n: not with --roles"),
+                          (["--roles", "train=x"], "error: --roles: 'train=x': give ROLE=N pairs")):
+        argv = ["synth", str(tmp_path / "x"), "--texture-from", str(PCAM), "--roles", "train=2", *extra]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith(expect), err
+    assert main(["synth", str(tmp_path / "x"), "--roles", "train=2"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: --roles: needs --texture-from")
+    assert not (tmp_path / "x").exists()

@@ -6,10 +6,40 @@ import argparse
 import json
 import os
 
-from .options import ConfigOptions
+from ..errors import ConfigError
+from .options import ConfigOptions, comma_list, job_argument
+
+
+def _roles(text: str) -> dict[str, int]:
+    """`--roles train=40,val=20,test=30` as {role: slides}."""
+    roles = {}
+    for item in comma_list(text):
+        role, _, n = item.partition("=")
+        if not n.strip().isdigit():
+            raise ConfigError("--roles", f"{item!r}: give ROLE=N pairs, e.g. train=40,val=20,test=20")
+        roles[role.strip()] = int(n)
+    return roles
+
+
+def _split_cohorts(args: argparse.Namespace) -> int:
+    """--roles: one cohort per role, each tiled from its own patch split, joined with a `split` column."""
+    from ..synth.texture import synthesize_split_cohorts
+
+    given = args.options.given(args)
+    for flag, name in (("--n", "n"), ("--split", "split")):
+        if name in given:
+            raise ConfigError(flag, "not with --roles: each role names its slide count and draws from its own split")
+    if "texture_from" not in given:
+        raise ConfigError("--roles", "needs --texture-from PATCH_ROOT: each role is tiled from its own patch split")
+    roles = _roles(args.roles)
+    cohort = synthesize_split_cohorts(given.pop("out_dir"), given.pop("texture_from"), roles, **given)
+    print(f"wrote {sum(roles.values())} slides ({', '.join(f'{r} {n}' for r, n in roles.items())}) and {cohort}")
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
+    if args.roles is not None:
+        return _split_cohorts(args)
     cohort = args.options.build(args)
     print(f"wrote {args.options.value(args, 'n')} slides and {cohort}")
     if args.options.value(args, "texture_from"):
@@ -51,4 +81,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                "patch is in two roles")
     o.add("--patch-mpp", type=float, metavar="MPP", group=g,
           help="the patches' µm/px, also the slides' (default 0.97: PatchCamelyon, Camelyon16 at 10x)")
+    job_argument(g, "--roles", metavar="ROLE=N,...", default=None,
+                 help="instead of --n and --split: one cohort per training role under OUTDIR/<role>/, train from "
+                      "the train/ patches, val from valid/, test from test/, joined in OUTDIR/cohort.csv with the "
+                      "`split` column `slidegrid train` reads, e.g. train=40,val=20,test=20")
     p.set_defaults(func=_synth)
