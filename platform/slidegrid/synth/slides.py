@@ -166,7 +166,7 @@ def layout(spec: SyntheticSpec) -> tuple[list[Region], list[Region]]:
         blob = tissue[i % len(tissue)]
         lo, hi = (v / spec.mpp for v in spec.tumour_radius_um)
         # The drawn radius is kept unless the lesion would not fit inside its blob: the blob's boundary never
-        # comes closer to its centre than `inner`, a lesion never reaches further than its radius times `reach`.
+        # comes closer to its centre than `inner`, a lesion's never further from its own than radius x _REACH.
         inner = blob.radius * (1 - sum(a for a, _, _ in blob.harmonics))
         r = float(min(rng.uniform(lo, hi), 0.9 * inner / _REACH))
         ang, dist = rng.uniform(0, 2 * np.pi), rng.uniform(0, 1) * max(0.0, 0.9 * inner - r * _REACH)
