@@ -138,14 +138,17 @@ def _union(regions: list[Region], x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return out
 
 
+_FREQUENCIES = (2, 3, 5, 7)  # of a region's boundary harmonics
+
+
 def _harmonics(rng: np.random.Generator, amp: float) -> tuple[tuple[float, int, float], ...]:
     return tuple((float(rng.uniform(0.3, 1.0) * amp / k), int(k), float(rng.uniform(0, 2 * np.pi)))
-                 for k in (2, 3, 5, 7))
+                 for k in _FREQUENCIES)
 
 
 _TUMOUR_WOBBLE = 0.2  # amplitude of a lesion's boundary harmonics (_harmonics)
 # The furthest a lesion's boundary reaches, in units of its radius: 1 + the largest sum of its harmonics.
-_REACH = 1 + _TUMOUR_WOBBLE * sum(1 / k for k in (2, 3, 5, 7))
+_REACH = 1 + _TUMOUR_WOBBLE * sum(1 / k for k in _FREQUENCIES)
 
 
 def layout(spec: SyntheticSpec) -> tuple[list[Region], list[Region]]:
