@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import re
 import subprocess
 import sys
 from collections import defaultdict
@@ -144,3 +145,14 @@ def test_every_job_is_run_job_of_its_config_returning_its_report():
         config, report = hints[params[0].name], hints["return"]
         assert config.__name__.endswith("Config") and report.__name__.endswith("Report"), (name, config, report)
         assert getattr(sg, config.__name__) is config and getattr(sg, report.__name__) is report, name
+
+
+def test_readme_layout_names_every_unit():
+    """The README's Layout block is the package's map: every unit (top-level module or subpackage) and every
+    trainer folder is named there, so a new folder cannot land unmapped."""
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    block = readme.split("## Layout", 1)[1].split("```")[1]
+    units = {_unit(_module(p)) for p in PACKAGE.rglob("*.py")} - {"slidegrid"}
+    trainers = {p.name for p in (PACKAGE / "train").iterdir() if (p / "__init__.py").exists()}
+    missing = sorted(u for u in units | trainers if not re.search(rf"(?<![\w/]){u}(/|\.py|[,}}])", block))
+    assert not missing, f"name these in README.md's Layout block: {missing}"
