@@ -2,8 +2,8 @@
 
     python jobs/benchmarks/benchmark_encode.py [--slides 8] [--size 8192] [--cnn-slides 2] [--quick] [--read-only]
 
-One run, one table: tiles/s and peak memory (PSS of the whole process tree: driver, Ray workers, DataLoader
-workers) for
+One run, one table: tiles/s and peak memory (the machine's used memory above its level before the row: driver,
+Ray workers and object store, DataLoader workers; _measure.run_measured) for
   (a) physical limit — every compressed source tile the grid covers, decoded exactly once straight from its
                        bytes (tifffile tile offsets + imagecodecs' JPEG decoder, tifffile's arguments), one slide
                        per process on all cores (multiprocessing), no model, no copy into tiles: in grid tiles/s;
@@ -318,7 +318,7 @@ def _worker(args: argparse.Namespace) -> None:
 
 
 def measure(method: str, encoder: str, archive: str, n: int, args: argparse.Namespace) -> dict:
-    """Run one row in a fresh subprocess, sampling the PSS of its whole process tree."""
+    """Run one row in a fresh subprocess, sampling the memory it holds (_measure.run_measured)."""
     cmd = [sys.executable, __file__, "--worker", method, "--encoder", encoder, "--archive", archive, "--n", str(n),
            "--tile-size", str(args.tile_size), "--batch-size", str(args.batch_size), "--bare-s", str(args.bare_s)]
     m = run_measured(cmd)

@@ -4,7 +4,7 @@
 
 Every combination of stride = tile vs tile/2, one member vs the whole ensemble (3 members), and with vs without
 test-time augmentation (6 transforms), each `run_segment` in a fresh process (its own local Ray) whose
-process tree's peak PSS is sampled. The ensemble is untrained (throughput does not depend on the weights);
+peak memory is sampled (_measure.run_measured). The ensemble is untrained (throughput does not depend on the weights);
 --quick uses tiny members and small slides so that the table comes out in a few minutes on a CPU.
 """
 

@@ -102,7 +102,7 @@ def big_grid_row(model: str, side: int) -> dict:
 
 
 def _sub(args: list[str], timeout: float) -> dict | None:
-    """One row in a fresh process; adds the peak PSS of its process tree (driver + Ray workers), MB."""
+    """One row in a fresh process; adds the peak memory it held (driver, Ray workers, object store; _measure.run_measured), MB."""
     m = run_measured([sys.executable, __file__, *args], timeout=timeout)
     if m.returncode is None:
         return None
