@@ -15,8 +15,8 @@ import os
 import tempfile
 
 import _bootstrap  # noqa: F401
+from slidegrid.encoders.learned import METHODS
 
-METHODS = ("vae", "contrastive", "bigan", "supervised")
 # --quick: 32-px tiles at 1 µm/px, C = 32 (minutes on a laptop CPU); full: NIC's P = 128 at 0.5 µm/px, C = 128.
 SETTINGS = {
     True: {"slides": 8, "size": 2048, "tile_size": 32, "mpp": 1.0, "code_size": 32, "width": 16, "depth": 3,

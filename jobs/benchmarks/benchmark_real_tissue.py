@@ -35,11 +35,11 @@ import numpy as np
 from benchmark_train import held_out_row
 
 import _bootstrap  # noqa: F401
+from slidegrid.encoders.learned import METHODS
 
 PCAM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "shared", "data", "realworld",
                     "patches", "pcam")
 MPP = 0.97
-METHODS = ("vae", "contrastive", "bigan", "supervised")
 # Epochs per method over the 1,984-patch training split (batch 64, 31 steps), sized for a 2-core CPU: BiGAN's
 # step (D + G + E) costs ~7x the supervised one, the VAE's ~2.5x (measured on this machine).
 SETTINGS = {

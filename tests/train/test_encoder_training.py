@@ -294,3 +294,37 @@ def test_train_encoder_cli_rejects_bad_options(archive, tmp_path, capsys):
     with pytest.raises(ConfigError, match="annotation"):
         plan_archive(EncoderTrainConfig(input=str(archive / "slides"), out=str(tmp_path), method="supervised"),
                      use_ray=False)
+
+
+def test_a_method_registers_with_its_card_and_the_trainer_reads_it(tmp_path, monkeypatch):
+    """A learned method added with register_method (its name in learned.METHODS) trains with its card's rows,
+    learning rate and options; and no module of the package branches on a method's name."""
+    import re
+    from pathlib import Path
+
+    from slidegrid.encoders import learned
+    from slidegrid.encoders import method as method_mod
+    from slidegrid.encoders.vae import VAE
+    from slidegrid.train.encoder.data import PatchTiles, sample_rows
+    from slidegrid.train.encoder.loop import method_for
+
+    monkeypatch.setattr(method_mod, "_METHODS", dict(method_mod._METHODS))
+    monkeypatch.setattr(learned, "METHODS", (*learned.METHODS, "toy"))
+
+    @method_mod.register_method
+    class Toy(VAE):
+        name, rows, default_lr, options = "toy", "pairs", 0.25, ("gamma",)
+
+    cfg = EncoderTrainConfig(input=str(tmp_path), out=str(tmp_path), method="toy", gamma=3.0)
+    assert cfg.learning_rate == 0.25 and cfg.rows == "pairs"
+    assert isinstance(method_for(cfg), Toy) and method_for(cfg).gamma == 3.0
+    rows = sample_rows(cfg, PatchTiles("train", ["a.png", "b.png", "c.png"], np.zeros(3, np.int64)), n=8)
+    assert len(rows) == 8 and {"path", "path2", "same"} <= set(rows[0]), "the card's rows did not reach the data"
+    with pytest.raises(ConfigError, match="is not one of"):
+        EncoderTrainConfig(input=str(tmp_path), out=str(tmp_path), method="nope")
+
+    package = Path(__file__).resolve().parents[2] / "platform" / "slidegrid"
+    names = "|".join(re.escape(n) for n in learned.METHODS)
+    branches = [f"{p.relative_to(package)}: {line.strip()}" for p in package.rglob("*.py")
+                for line in p.read_text().splitlines() if re.search(rf"[=!]= ?[\"']({names})[\"']", line)]
+    assert not branches, f"code branches on a method's name (put it in the method's card): {branches}"

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .method import Sync, TileMethod, no_sync, optimize
+from .method import Sync, TileMethod, no_sync, optimize, register_method
 from .nets import ConvDecoder, ConvEncoder, NetConfig
 
 
@@ -31,10 +31,12 @@ class Discriminator(nn.Module):
         return self.joint(torch.cat([self.x_branch(x), self.z_branch(z)], dim=1)).squeeze(1)
 
 
+@register_method
 class BiGAN(TileMethod):
     """Generator, encoder and discriminator playing Eq. 6."""
 
     name = "bigan"
+    default_lr = 2e-4  # the GAN convention (DCGAN's Adam step size)
     selects_on_validation = False  # D's loss tracks the game, not E: the last epoch is kept
 
     def __init__(self, net: NetConfig) -> None:

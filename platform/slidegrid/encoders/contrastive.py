@@ -17,14 +17,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .method import OneObjectiveMethod
+from .method import OneObjectiveMethod, register_method
 from .nets import ConvEncoder, NetConfig
 
 
+@register_method
 class Siamese(OneObjectiveMethod):
     """Shared encoder + pair classifier."""
 
     name = "contrastive"
+    rows = "pairs"
 
     def __init__(self, net: NetConfig, hidden: int = 128) -> None:
         super().__init__(net)

@@ -6,6 +6,7 @@ normalization, so encoding applies exactly what training saw.
 
 from __future__ import annotations
 
+import importlib
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -17,22 +18,30 @@ if TYPE_CHECKING:
     from .nets import Embedder, NetConfig
     from .torch_encoder import TorchEncoder
 
+# The learned methods: each is the module encoders/<name>.py, whose class registers itself with its card
+# (method.register_method). Only the names are here, so that checking an --encoder or --method name imports no torch.
 METHODS = ("vae", "contrastive", "bigan", "supervised")
 # `--weights random` has no file to read the geometry from: NIC's P = 128 px at 0.5 µm/px, C = 128 (§4.3).
 RANDOM_MPP = 0.5
 
 
+def method_class(method: str) -> type[TileMethod]:
+    """The registered class of a learned method (its card: rows, default_lr, options); ConfigError for a name
+    that is not one."""
+    if method not in METHODS:
+        raise ConfigError("--method", f"{method!r} is not one of {', '.join(METHODS)}")
+    from .method import registered_method
+
+    cls = registered_method(method)
+    if cls is None:  # its module registers it on import
+        importlib.import_module(f"{__package__}.{method}")
+        cls = registered_method(method)
+    return cls
+
+
 def build_method(method: str, net: NetConfig, **kwargs: Any) -> TileMethod:
     """The trainable networks of a method."""
-    from .bigan import BiGAN
-    from .contrastive import Siamese
-    from .supervised import TileClassifier
-    from .vae import VAE
-
-    classes = {"vae": VAE, "contrastive": Siamese, "bigan": BiGAN, "supervised": TileClassifier}
-    if method not in classes:
-        raise ConfigError("--method", f"{method!r} is not one of {', '.join(METHODS)}")
-    return classes[method](net, **kwargs)
+    return method_class(method)(net, **kwargs)
 
 
 def encoder_meta(method: TileMethod, mpp: float) -> dict[str, Any]:

@@ -41,6 +41,12 @@ class TileMethod(nn.Module, ABC):
     # Whether a lower validation `loss` means a better representation, so training keeps the epoch of the
     # lowest one (false for BiGAN: a discriminator's loss says who is winning the game, not how good E is).
     selects_on_validation: bool = True
+    # What an epoch's rows are (train/encoder/data.py draws them): "tiles" (single tiles), "pairs" (two tiles and
+    # whether they are the same one: the contrastive task), "labelled" (class-balanced tiles with the label of
+    # their annotation or patch class).
+    rows: str = "tiles"
+    default_lr: float = 1e-3  # Adam's learning rate where --lr is not given
+    options: tuple[str, ...] = ()  # EncoderTrainConfig fields passed to the constructor by name (VAE: gamma)
 
     def __init__(self, net: NetConfig) -> None:
         super().__init__()
@@ -68,6 +74,22 @@ class TileMethod(nn.Module, ABC):
     def embedder(self, meta: dict[str, Any]) -> Embedder:
         """The trained encoder as an Embedder (shares weights with this module)."""
         return Embedder(self.encoder, self.net.code_size, self.relu_embedding, meta)
+
+
+_METHODS: dict[str, type[TileMethod]] = {}
+
+
+def register_method(cls: type[TileMethod]) -> type[TileMethod]:
+    """Class decorator: the method becomes `train-encoder --method NAME` and `encode --encoder NAME`, its class
+    attributes (rows, default_lr, options, ...) its card. Its module is `encoders/<name>.py`, named in
+    learned.METHODS (the torch-free list that name checks read)."""
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def registered_method(name: str) -> type[TileMethod] | None:
+    """The class registered under `name`, None before its module is imported (learned.method_class does)."""
+    return _METHODS.get(name)
 
 
 class OneObjectiveMethod(TileMethod):

@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .method import OneObjectiveMethod
+from .method import OneObjectiveMethod, register_method
 from .nets import ConvEncoder, NetConfig
 
 
+@register_method
 class TileClassifier(OneObjectiveMethod):
     """Conv trunk -> FC6 (C units, ReLU) -> dropout -> classes."""
 
     name = "supervised"
+    rows = "labelled"
     relu_embedding = True
 
     def __init__(self, net: NetConfig, n_classes: int = 2, dropout: float = 0.5) -> None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .method import OneObjectiveMethod
+from .method import OneObjectiveMethod, register_method
 from .nets import ConvDecoder, ConvEncoder, NetConfig
 
 
+@register_method
 class VAE(OneObjectiveMethod):
     """Encoder (2C outputs: mu, log sigma^2) and decoder, trained on Eq. 3."""
 
     name = "vae"
+    options = ("gamma",)
 
     def __init__(self, net: NetConfig, gamma: float = 1.0) -> None:
         super().__init__(net)

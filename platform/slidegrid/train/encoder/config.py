@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from ...encoders.learned import METHODS
+from ...encoders.learned import method_class
 from ...encoders.nets import NetConfig
 from ...errors import ConfigError
 from ...geometry.tiling import GridSpec
@@ -16,8 +16,6 @@ from ...geometry.tissue import TissueConfig
 from ...io.storage import absolute_paths
 from ...placement import START_TIMEOUT_S
 
-# Adam step sizes: the GAN convention (2e-4) for BiGAN, 1e-3 for the others.
-DEFAULT_LR = {"vae": 1e-3, "contrastive": 1e-3, "bigan": 2e-4, "supervised": 1e-3}
 # Defaults on an archive (NIC §4.3: P = 128 px; slidegrid's 0.5 µm/px). A patch set has no default pixel size
 # (--mpp is required) and its tile size is the patches' own side.
 ARCHIVE_TILE_SIZE = 128
@@ -43,7 +41,7 @@ class EncoderTrainConfig:
     epochs: int = 10
     tiles: int = 4096  # training tiles (contrastive: pairs) per epoch
     batch_size: int = 64
-    lr: float | None = None  # default DEFAULT_LR[method]
+    lr: float | None = None  # default: the method's default_lr
     gamma: float = 1.0  # VAE: weight of the KL term (Eq. 3)
     augment: bool = True  # strong augmentation of single tiles (contrastive pairs are always augmented)
     workers: int = 1
@@ -95,8 +93,7 @@ class EncoderTrainConfig:
                     raise ConfigError(flag, "only means something for a patch set: pass --train-split S "
                                             "(--input ROOT/<split>/<class>/ or a path,label,split table)")
             object.__setattr__(self, "grid", grid.resolved(ARCHIVE_MPP, ARCHIVE_TILE_SIZE))
-        if self.method not in METHODS:
-            raise ConfigError("--method", f"{self.method!r} is not one of {', '.join(METHODS)}")
+        method_class(self.method)  # ConfigError naming the methods
         for flag, value in (("--epochs", self.epochs), ("--workers", self.workers), ("--tiles", self.tiles)):
             if value < 1:
                 raise ConfigError(flag, "must be at least 1")
@@ -156,7 +153,12 @@ class EncoderTrainConfig:
     @property
     def learning_rate(self) -> float:
         """--lr, or the method's default."""
-        return self.lr if self.lr is not None else DEFAULT_LR[self.method]
+        return self.lr if self.lr is not None else method_class(self.method).default_lr
+
+    @property
+    def rows(self) -> str:
+        """What the method trains on: "tiles", "pairs" or "labelled" (its card, encoders/method.TileMethod)."""
+        return method_class(self.method).rows
 
     @property
     def run_name(self) -> str:

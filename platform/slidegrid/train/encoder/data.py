@@ -114,7 +114,7 @@ def plan_patches(cfg: EncoderTrainConfig) -> tuple[PatchTiles, PatchTiles | None
             continue
         idx = data.split(split, flag)
         labels = data.labels[idx]
-        if cfg.method == "supervised":
+        if cfg.rows == "labelled":
             classes = sorted(set(data.labels.tolist()))
             if len(classes) != 2 or len(set(labels.tolist())) != 2:
                 raise ConfigError(data.root, f"supervised training needs the same two classes in every split; split "
@@ -127,10 +127,11 @@ def plan_patches(cfg: EncoderTrainConfig) -> tuple[PatchTiles, PatchTiles | None
     return train, val
 
 
-def _patch_rows(p: PatchTiles, method: str, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """n rows of patch files: pairs (`path`, `path2`, `same`, `kind`) for contrastive, class-balanced labelled
-    patches for supervised, otherwise every patch once per len(p) rows in random order (labels ignored)."""
-    if method == "contrastive":
+def _patch_rows(p: PatchTiles, rows: str, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """n rows of patch files of the method's `rows` kind: "pairs" (`path`, `path2`, `same`, `kind`),
+    "labelled" (class-balanced, with `label`), "tiles" (every patch once per len(p) rows in random order, labels
+    ignored)."""
+    if rows == "pairs":
         if len(p) < 2:
             raise ConfigError(p.split, "contrastive training needs at least 2 patches (a *different* pair)")
         n_same = int(round(n * SAME_FRACTION))
@@ -141,7 +142,7 @@ def _patch_rows(p: PatchTiles, method: str, n: int, rng: np.random.Generator) ->
                  "kind": "same" if k < n_same else "other-patch"} for k, (i, j) in enumerate(zip(a, b))]
         rng.shuffle(rows)
         return rows
-    if method == "supervised":
+    if rows == "labelled":
         halves = []
         for label, want in ((1, n // 2), (0, n - n // 2)):
             pool = np.flatnonzero(p.labels == label)  # plan_patches: labels 0 and 1, both present
@@ -168,8 +169,8 @@ def plan_archive(cfg: EncoderTrainConfig, use_ray: bool = True,
     """Plan every slide of the archive (one Ray task each, or in this process); slides without tissue drop out.
     `records`: the archive's listing when the caller has it already (`list_input`)."""
     records = list_input(cfg) if records is None else records
-    patches = math.ceil(2 * cfg.tiles / len(records)) if cfg.method == "supervised" else 0
-    if cfg.method == "supervised" and not any(r.annotation for r in records):
+    patches = math.ceil(2 * cfg.tiles / len(records)) if cfg.rows == "labelled" else 0
+    if cfg.rows == "labelled" and not any(r.annotation for r in records):
         raise ConfigError(cfg.input, "supervised training needs tumour annotations: a cohort table with an "
                                      "`annotation` column (GeoJSON / ASAP XML per slide)")
     args = [(r, cfg, patches, cfg.seed * 100_003 + i) for i, r in enumerate(records)]
@@ -293,10 +294,10 @@ def sample_rows(cfg: EncoderTrainConfig, plans: list[SlideTiles] | PatchTiles,
     or from the patches of one split (`PatchTiles`: rows name files, see the module docstring)."""
     rng = np.random.default_rng(cfg.seed if seed is None else seed)
     if isinstance(plans, PatchTiles):
-        return _patch_rows(plans, cfg.method, n or cfg.tiles, rng)
-    if cfg.method == "contrastive":
+        return _patch_rows(plans, cfg.rows, n or cfg.tiles, rng)
+    if cfg.rows == "pairs":
         return sample_pairs(plans, cfg.tiles, rng)
-    if cfg.method == "supervised":
+    if cfg.rows == "labelled":
         return sample_labelled(plans, cfg.tiles, rng)
     return sample_tiles(plans, cfg.tiles, rng)
 
@@ -391,6 +392,6 @@ def encoder_datasets(cfg: EncoderTrainConfig, records: list[SlideRecord] | None 
     train, val = patches or plan_patches(cfg)
     out = {"train": tile_dataset(cfg, sample_rows(cfg, train))}
     if val is not None:  # drawn once (seeded), so every epoch is scored on the same validation rows
-        n = min(cfg.val_tiles, len(val)) if cfg.method != "contrastive" else cfg.val_tiles
+        n = min(cfg.val_tiles, len(val)) if cfg.rows != "pairs" else cfg.val_tiles
         out["val"] = tile_dataset(cfg, sample_rows(cfg, val, n=n, seed=cfg.seed + 1), augment=False, shuffle=False)
     return out

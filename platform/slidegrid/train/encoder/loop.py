@@ -20,10 +20,11 @@ from .config import EncoderTrainConfig
 
 
 def method_for(cfg: EncoderTrainConfig):
-    """The config's method with its options (VAE: gamma)."""
-    from ...encoders.learned import build_method
+    """The config's method with the options its card names (VAE: gamma)."""
+    from ...encoders.learned import method_class
 
-    return build_method(cfg.method, cfg.net, **({"gamma": cfg.gamma} if cfg.method == "vae" else {}))
+    cls = method_class(cfg.method)
+    return cls(cfg.net, **{name: getattr(cfg, name) for name in cls.options})
 
 
 def to_tensors(batch: dict[str, np.ndarray], device=None) -> dict:
