@@ -31,6 +31,14 @@ def _train_encoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lr_help() -> str:
+    """--lr's help from the methods' cards (read for --help only: the cards import torch)."""
+    from ..encoders.learned import METHODS, method_class
+
+    rates = ", ".join(f"{m} {method_class(m).default_lr:g}" for m in METHODS)
+    return f"Adam step (default: the method's own: {rates})"
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train-encoder", help="learn a tile encoder from the archive (VAE, contrastive, BiGAN, "
                        "supervised; Ray Train, MLflow)",
@@ -63,7 +71,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add("--epochs", type=int)
     o.add("--tiles", type=int, help="training tiles (contrastive: pairs) per epoch")
     o.add("--batch-size", type=int)
-    o.add("--lr", type=float, help="Adam step (default 1e-3; BiGAN 2e-4)")
+    o.add("--lr", type=float, help=_lr_help)
     o.add("--gamma", type=float, help="VAE: weight of the KL term (NIC Eq. 3)")
     o.add("--no-augment", field="augment", action="store_false", help="no augmentation of single tiles "
           "(contrastive pairs are always augmented)")
