@@ -44,12 +44,13 @@ def _encode(args: argparse.Namespace) -> int:
 
 def add_encode_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `slidegrid encode` (shared with jobs/encode.py): the fields of EncodeConfig."""
+    from ..encoders.learned import METHODS
+
     o = ConfigOptions(p, "slidegrid.encode:EncodeConfig")
     o.add("input", help="archive: folder, glob, s3://bucket/prefix, or cohort table (CSV/Parquet)")
     o.add("--out", required=True, help="grid store (local folder or s3:// prefix)")
     o.add("--encoder", help="mean-rgb, a foundation-model preset (e.g. uni2-h; `slidegrid encoders` lists them), "
-          "timm:ARCH (e.g. timm:resnet34), or a learned encoder: vae | contrastive | bigan | supervised (see "
-          "train-encoder)")
+          "timm:ARCH (e.g. timm:resnet34), or a learned encoder: " + " | ".join(METHODS) + " (see train-encoder)")
     o.add("--weights", help="local checkpoint (.safetensors/.bin/.pth/.pt), a downloaded snapshot folder "
           "(presets), MLflow model URI (models:/name/version), or 'random'. A preset without --weights is looked "
           "up in the local Hugging Face cache; hf-hub:ORG/NAME downloads it there. Nothing else is downloaded")

@@ -37,13 +37,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "split: accuracy, balanced accuracy and AUC with 95% bootstrap CIs, for the encoder and "
                        "the same network with random weights (timm:, presets, learned encoders; none for "
                        "mean-rgb). Writes probe-<encoder>.csv/.json under --out and one MLflow run.")
+    from ..encoders.learned import METHODS
+
     o = ConfigOptions(p, "slidegrid.probe_patches:ProbeConfig")
     o.add("--patches", required=True, help="patch folder (ROOT/<split>/<class>/*.png|jpg|tif, or ROOT/<class>/...) "
           "or CSV table with columns path,label[,split] (paths relative to it); a folder's index.csv with a "
           "duplicate_of column drops the marked copies")
     o.add("--mpp", type=float, help="µm/px of the patches (required; PatchCamelyon 0.97)")
     o.add("--encoder", help="mean-rgb, a foundation-model preset (`slidegrid encoders`), timm:ARCH, or a learned "
-          "encoder: vae | contrastive | bigan | supervised")
+          "encoder: " + " | ".join(METHODS))
     o.add("--weights", help="as for encode: checkpoint file or folder, MLflow model URI, hf-hub:ORG/NAME "
           "(downloads), or random; a preset without it is looked up in the local HF cache")
     o.add("--out", help="output folder (default ./%(default)s; one probe-<encoder>.csv/.json per encoder, one "

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     o.add("--l2", type=float, help=lambda: f"lambda of the L2 penalty on convolution kernels (recipes: "
           f"{_recipes('l2')})")
     o.add("--lr-step", type=int, help=lambda: f"epochs between LR decays, 0: none (recipes: {_recipes('lr_step')})")
-    o.add("--lr-gamma", type=float)
+    o.add("--lr-gamma", type=float, help=lambda: f"factor of each LR decay (recipes: {_recipes('lr_gamma')})")
     o.add("--freeze-epochs", type=int, help=lambda: "epochs a pretrained encoder stays frozen; a randomly "
           f"initialised one never is (recipes: {_recipes('freeze_epochs')})")
     o.add("--patience", type=int, help="early stopping patience on val loss (0: off)")
