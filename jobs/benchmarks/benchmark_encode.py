@@ -298,7 +298,7 @@ _steady: dict[str, float] = {}
 
 def _worker(args: argparse.Namespace) -> None:
     uris = [r.uri for r in list_archive(args.archive)][: args.n]
-    spec = GridSpec(tile_size=args.tile_size, mpp=0.5)
+    spec = GridSpec(tile_size=args.tile_size).resolved()
     if args.method == "slidegrid":
         sub = tempfile.mkdtemp()
         for u in uris:  # a sub-archive of the first n slides, as links
@@ -445,7 +445,7 @@ def presets_main(args: argparse.Namespace) -> None:
             write_synthetic_slide(os.path.join(d, f"p{i:03d}.tiff"), SyntheticSpec(
                 width=args.preset_size, height=args.preset_size, seed=i, n_tumours=i % 2))
         uris = [r.uri for r in list_archive(d)]
-        per_slide = [len(x) for _, x, _ in _plan(uris, GridSpec(tile_size=args.tile_size, mpp=0.5))]
+        per_slide = [len(x) for _, x, _ in _plan(uris, GridSpec(tile_size=args.tile_size).resolved())]
         for p in presets:
             # Interleaved rounds (bare, then slidegrid), best of each: load from other jobs on a shared machine
             # only ever slows a measurement down.

@@ -127,11 +127,11 @@ def plan_patches(cfg: EncoderTrainConfig) -> tuple[PatchTiles, PatchTiles | None
     return train, val
 
 
-def _patch_rows(p: PatchTiles, rows: str, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
-    """n rows of patch files of the method's `rows` kind: "pairs" (`path`, `path2`, `same`, `kind`),
+def _patch_rows(p: PatchTiles, kind: str, n: int, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """n rows of patch files of the method's rows `kind`: "pairs" (`path`, `path2`, `same`, `kind`),
     "labelled" (class-balanced, with `label`), "tiles" (every patch once per len(p) rows in random order, labels
     ignored)."""
-    if rows == "pairs":
+    if kind == "pairs":
         if len(p) < 2:
             raise ConfigError(p.split, "contrastive training needs at least 2 patches (a *different* pair)")
         n_same = int(round(n * SAME_FRACTION))
@@ -142,7 +142,7 @@ def _patch_rows(p: PatchTiles, rows: str, n: int, rng: np.random.Generator) -> l
                  "kind": "same" if k < n_same else "other-patch"} for k, (i, j) in enumerate(zip(a, b))]
         rng.shuffle(rows)
         return rows
-    if rows == "labelled":
+    if kind == "labelled":
         halves = []
         for label, want in ((1, n // 2), (0, n - n // 2)):
             pool = np.flatnonzero(p.labels == label)  # plan_patches: labels 0 and 1, both present
