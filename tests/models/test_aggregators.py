@@ -309,6 +309,9 @@ def test_a_model_registers_with_its_card_and_the_trainer_reads_it(tmp_path, monk
     monkeypatch.setattr(reg, "_FACTORIES", dict(reg._FACTORIES))
     monkeypatch.setattr(reg, "_CARDS", dict(reg._CARDS))
     register_model("toy-crops", AttentionClassifier, ModelCard("aggregator", "a test", view="crop"))
+    for bad in ({"view": "crops"}, {"heatmap": "attention"}, {"kind": "aggregators"}):  # misspelt: refused
+        with pytest.raises(ValueError, match=f"ModelCard {next(iter(bad))}="):
+            ModelCard(**{"kind": "aggregator", "paper": "a test", **bad})
     assert "toy-crops" in registered("aggregator")
     cfg = TrainConfig(grids=str(tmp_path), cohort=str(tmp_path / "c.csv"), out=str(tmp_path), model="toy-crops",
                       crop=4)

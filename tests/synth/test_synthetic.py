@@ -68,6 +68,9 @@ def test_archive_cohort_and_geojson(tmp_path):
     cohort = synthesize_archive(str(tmp_path), n=4, size=1024, seed=2, progress=False)
     df = pd.read_csv(cohort)
     assert list(df.columns[:3]) == ["slide_id", "uri", "label"] and df["label"].sum() == 2
+    # Two slides a patient, one fold a patient (a split by fold never separates a patient's slides).
+    assert df.groupby("patient_id")["fold"].agg(["size", "nunique"]).values.tolist() == [[2, 1], [2, 1]]
+    assert sorted(df["fold"].unique()) == [0, 1]
     row = df[df["label"] == 1].iloc[0]
     anns = read_annotations(str(tmp_path / row["annotation"]))
     assert anns and anns[0].label == "Tumor"

@@ -24,7 +24,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("predict", help="apply a trained aggregator to grids: predictions.csv + heatmaps")
+    p = sub.add_parser("predict", help="apply a trained aggregator to grids: predictions.csv + heatmaps",
+                       description="Apply an aggregator trained by `slidegrid train` (an MLflow model URI) to every "
+                                   "grid of a store: OUT/predictions.csv (one row per slide), a heatmap PNG per slide under "
+                                   "OUT/heatmaps/ (attention maps or Grad-CAM, as the model's card says) and, with "
+                                   "--cohort, OUT/metrics.json against its labels.")
     o = ConfigOptions(p, "slidegrid.predict:PredictConfig")
     o.add("--grids", required=True, help="grid store")
     o.add("--model", required=True, help="MLflow model URI (models:/name/version or "

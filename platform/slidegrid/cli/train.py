@@ -29,7 +29,7 @@ def add_train_arguments(p: argparse.ArgumentParser, concurrent: ConfigOptions | 
     o.add("--cohort", required=True, help="cohort table (slide_id, uri, label/target/annotation, fold)")
     o.add("--out", required=True, help="output folder (checkpoints, MLflow store, plots)")
     o.add("--model", help=_aggregators)
-    o.add("--task", help="classification | regression | segmentation")
+    o.add("--task", help="classification (default) | regression | segmentation")
     o.add("--recipe", choices=("paper", "none"),
           help="paper (default): the model's paper settings (optimizer, schedule in optimizer steps sized on the "
                "paper's cohort, augmentation; README 'Training recipes'); none: slidegrid's generic defaults. "
@@ -46,7 +46,7 @@ def add_train_arguments(p: argparse.ArgumentParser, concurrent: ConfigOptions | 
     o.add("--storage", help="checkpoint storage (local path or s3://; default OUT/checkpoints)")
     o.add("--name", help="run name; the same name and storage resume a run")
     o.add("--tracking-uri", help="MLflow tracking URI (default: SQLite under --out)")
-    o.add("--register-as", help="MLflow registered model name")
+    o.add("--register-as", help="MLflow registered model name (default slidegrid-MODEL-TASK)")
     add_storage(o)
     add_placement(o, reads=False, train=True, concurrent=concurrent)
 

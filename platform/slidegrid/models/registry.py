@@ -58,7 +58,17 @@ class ModelCard:
     # under "segmentation".
     recipes: Mapping[str, Recipe | SegRecipe] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # A misspelt value would silently train and predict on the whole grid with Grad-CAM maps.
+        for name, value, allowed in (("kind", self.kind, CARD_KINDS), ("view", self.view, CARD_VIEWS),
+                                     ("heatmap", self.heatmap, CARD_HEATMAPS)):
+            if value not in allowed:
+                raise ValueError(f"ModelCard {name}={value!r}: one of {', '.join(allowed)}")
 
+
+CARD_KINDS = ("aggregator", "segmentation")
+CARD_VIEWS = ("whole", "crop", "subgrid")
+CARD_HEATMAPS = ("gradcam", "maps")
 _FACTORIES: dict[str, Callable[..., Any]] = {}
 _CARDS: dict[str, ModelCard] = {}
 

@@ -356,6 +356,9 @@ def synthesize_archive(out_dir: str, n: int = 8, size: int = 4096, seed: int = 0
                        patch_mpp: float | None = None) -> str:
     """Write n slides (balanced tumour/normal), GeoJSON + PNG ground truth and cohort.csv; returns its path.
 
+    Slides come two to a patient (`patient_id`), and a patient's slides share a `fold` (folds are drawn by
+    patient, as train/splits.py requires of a cohort).
+
     A tumour slide has between tumours[0] and tumours[1] tumours of radius `tumour_radius_um` (µm, before the
     boundary harmonics). Procedural tissue at `mpp` (default 0.5 µm/px) by default; with `texture_from` (a
     patch folder, `texture.load_patch_bank`) and `split`, tissue is tiled from that split's real
@@ -425,7 +428,7 @@ def synthesize_archive(out_dir: str, n: int = 8, size: int = 4096, seed: int = 0
         _, u = truth.masks(MASK_MPP)
         cv2.imwrite(os.path.join(out_dir, "masks", f"{sid}.png"), u.astype(np.uint8) * 255)
         row = {"slide_id": sid, "uri": os.path.join("slides", f"{sid}.tiff"), "label": int(truth.label),
-               "fold": i % n_folds, "annotation": ann, "patient_id": f"patient_{i // 2:04d}",
+               "fold": i // 2 % n_folds, "annotation": ann, "patient_id": f"patient_{i // 2:04d}",
                "tumour_area_um2": round(truth.tumour_area_um2, 1)}
         if bank is not None:
             row["texture_split"] = bank.split

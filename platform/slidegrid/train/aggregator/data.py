@@ -11,6 +11,7 @@ import numpy as np
 from ...errors import ConfigError
 from ...io.archive import SlideRecord, read_cohort
 from ...io.grids import Grid, grid_uri, read_grid, read_grid_meta
+from ..splits import check_patients_apart, holdout_patients, patient_key
 
 TASKS = ("classification", "regression", "segmentation")
 # Values of a cohort's `split` column.
@@ -28,6 +29,7 @@ class Example:
     target: float | None = None  # regression target
     annotation: str | None = None  # polygons for per-cell labels (segmentation)
     split: str | None = None  # the cohort's `split` column (train | val | test), when it has one
+    patient_id: str | None = None  # slides of one patient stay in one part of a split (train/splits.py)
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class CohortExamples:
         A cohort `split` column (train | val | test on every slide) wins and excludes the fold flags. Else
         `test_fold` K: fold K is the test set and `val_fold` (default: the next fold in order after K, cyclic)
         validates; the other folds train. Else `val_fold` alone validates (no test set), or with no fold a
-        deterministic 80/20 train/validation split. Raises ConfigError when a part would be empty.
+        deterministic 80/20 train/validation split of the patients. Raises ConfigError when a part would be empty
+        or a patient's slides would fall in two parts (train/splits.py).
         """
         marked = [e for e in self.examples if e.split is not None]
         if marked:
@@ -87,10 +90,12 @@ class CohortExamples:
                        [e for e in self.examples if e.fold == val_fold], [],
                        f"validation fold {val_fold}, no test set")
         else:
-            idx = np.random.default_rng(0).permutation(len(self.examples))
-            val = {int(i) for i in idx[: max(1, len(idx) // 5)]}
-            sp = Split([e for i, e in enumerate(self.examples) if i not in val],
-                       [e for i, e in enumerate(self.examples) if i in val], [], "80/20, no test set")
+            keys = [patient_key(e.slide_id, e.patient_id) for e in self.examples]
+            val = holdout_patients(keys)
+            sp = Split([e for e, k in zip(self.examples, keys) if k not in val],
+                       [e for e, k in zip(self.examples, keys) if k in val], [], "80/20 by patient, no test set")
+        check_patients_apart({"train": _slides(sp.train), "validation": _slides(sp.val), "test": _slides(sp.test)},
+                             sp.how)
         if not sp.train or not sp.val or (test_fold is not None and not sp.test):
             raise ConfigError("--val-fold", f"{sp.how} leaves an empty part ({len(sp.train)} train, {len(sp.val)} "
                                             f"validation, {len(sp.test)} test slides)")
@@ -126,10 +131,14 @@ def load_examples(grids: str, cohort: str, task: str,
     return CohortExamples(tuple(examples), classes, int(code_size))
 
 
+def _slides(examples: Sequence[Example]) -> list[tuple[str, str | None]]:
+    return [(e.slide_id, e.patient_id) for e in examples]
+
+
 def _example(r: SlideRecord, grids: str, task: str, classes: Sequence[str]) -> Example:
     return Example(slide_id=r.slide_id, grid=grid_uri(grids, r.slide_id), fold=r.fold,
                    label=classes.index(str(r.label)) if task == "classification" else None,
-                   target=r.target, annotation=r.annotation, split=r.split)
+                   target=r.target, annotation=r.annotation, split=r.split, patient_id=r.patient_id)
 
 
 def cell_labels(grid: Grid, annotation: str | None, storage_options: Mapping[str, Any] | None = None) -> np.ndarray:

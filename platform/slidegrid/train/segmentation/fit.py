@@ -20,6 +20,7 @@ from ...placement import RunPlan
 from ...tracking import log_history, log_registered_model, safe_params, tracked_run
 from ..checkpoints import read_state
 from ..runner import plan_training, run_trainer
+from ..splits import check_patients_apart
 from .config import SegTrainConfig
 from .data import IMAGENET_MEAN, IMAGENET_STD, patch_dataset
 
@@ -65,7 +66,8 @@ def _cohort(cfg: SegTrainConfig) -> list[SlideRecord]:
 
 
 def member_plan(cfg: SegTrainConfig, records: list[SlideRecord]) -> list[tuple[str, int]]:
-    """(architecture, validation fold) per member: member i holds out the i-th fold."""
+    """(architecture, validation fold) per member: member i holds out the i-th fold. ConfigError when a patient's
+    slides lie on both sides of a member's split (train/splits.py)."""
     folds = sorted({int(r.fold) for r in records if r.fold is not None})
     if len(folds) < 2:
         raise ConfigError(cfg.cohort, f"needs at least 2 folds in `fold`, found {folds}")
@@ -73,10 +75,15 @@ def member_plan(cfg: SegTrainConfig, records: list[SlideRecord]) -> list[tuple[s
         fold = folds[0] if cfg.val_fold is None else cfg.val_fold
         if fold not in folds:
             raise ConfigError("--val-fold", f"{fold} is not a fold of {cfg.cohort} ({folds})")
-        return [(cfg.model, fold)]
-    if len(cfg.members) > len(folds):
+        plan = [(cfg.model, fold)]
+    elif len(cfg.members) > len(folds):
         raise ConfigError("--members", f"{len(cfg.members)} members need as many folds; {cfg.cohort} has {folds}")
-    return list(zip(cfg.members, folds))
+    else:
+        plan = list(zip(cfg.members, folds))
+    for _, fold in plan:
+        check_patients_apart({side: [(r.slide_id, r.patient_id) for r in records if (r.fold == fold) == held]
+                              for side, held in (("train", False), ("validation", True))}, f"validation fold {fold}")
+    return plan
 
 
 def plan_encoder_weights(cfg: SegTrainConfig) -> dict[str, Any]:
