@@ -42,6 +42,12 @@ class SegRecipe:
     unstated: tuple[str, ...] = ()
 
 
+# The values a ModelCard's kind, view and heatmap may take (what the trainers and `predict` read).
+CARD_KINDS = ("aggregator", "segmentation")
+CARD_VIEWS = ("whole", "crop", "subgrid")
+CARD_HEATMAPS = ("gradcam", "maps")
+
+
 @dataclass(frozen=True)
 class ModelCard:
     """What a registered model declares about itself."""
@@ -66,9 +72,6 @@ class ModelCard:
                 raise ValueError(f"ModelCard {name}={value!r}: one of {', '.join(allowed)}")
 
 
-CARD_KINDS = ("aggregator", "segmentation")
-CARD_VIEWS = ("whole", "crop", "subgrid")
-CARD_HEATMAPS = ("gradcam", "maps")
 _FACTORIES: dict[str, Callable[..., Any]] = {}
 _CARDS: dict[str, ModelCard] = {}
 
