@@ -89,7 +89,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     print(f"\n{slides} synthetic slide(s) {size} x {size * 3 // 4} px at 0.5 µm/px; inference tiles {tile} px at "
           f"{mpp} µm/px; members: {'tiny U-Nets' if args.quick else 'the paper ensemble'}; CPU only\n")
-    print("| stride | members | TTA | tiles | tiles/s | megapixels/s | peak memory, process tree (GB) |")
+    print("| stride | members | TTA | tiles | tiles/s | megapixels/s | peak memory (GB) |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(str(v) for v in row) + " |")
