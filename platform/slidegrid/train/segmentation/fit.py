@@ -81,8 +81,9 @@ def member_plan(cfg: SegTrainConfig, records: list[SlideRecord]) -> list[tuple[s
     else:
         plan = list(zip(cfg.members, folds))
     for _, fold in plan:
-        check_patients_apart({side: [(r.slide_id, r.patient_id) for r in records if (r.fold == fold) == held]
-                              for side, held in (("train", False), ("validation", True))}, f"validation fold {fold}")
+        check_patients_apart({"train": [(r.slide_id, r.patient_id) for r in records if r.fold != fold],
+                              "validation": [(r.slide_id, r.patient_id) for r in records if r.fold == fold]},
+                             f"validation fold {fold}")
     return plan
 
 
